@@ -1,0 +1,90 @@
+"""tbkit: TensorBoard summaries and structured step records from inside ``tf.function``.
+
+A short tour::
+
+    import tbkit
+
+    log = tbkit.SummaryLogger("logs/run1", every={"debug": 1000, "info": 100})
+
+    @log.train_step                    # a tf.function that owns the int64 step
+    def train_step(x, y):
+        loss = ...
+        tbkit.scalar("loss", loss)                          # info: every 100 steps
+        tbkit.histogram("grads/dense", grads, level="debug")  # bucketed only when recorded
+        tbkit.record("train", {"loss": loss, "lr": lr}, every=10)  # one strict-JSON object
+        return loss
+
+    for x, y in dataset:
+        train_step(x, y)
+    log.close()
+
+    for r in tbkit.read_records("logs"):                    # no TensorFlow needed
+        print(r.step, r.fields)
+
+``import tbkit`` does not import TensorFlow: the names that need it load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from tbkit.errors import (
+    LoggerClosedError,
+    NoActiveLoggerError,
+    TbkitError,
+    TbkitTypeError,
+    TbkitValueError,
+)
+from tbkit.levels import LEVELS, Schedule
+from tbkit.read import Record, read_records
+
+__version__ = "0.1.0"
+
+# Names that need TensorFlow, and the module that defines each.
+_NEEDS_TENSORFLOW = {
+    "SummaryLogger": "tbkit.logger",
+    "scalar": "tbkit.ops",
+    "histogram": "tbkit.ops",
+    "record": "tbkit.ops",
+    "text": "tbkit.ops",
+}
+
+__all__ = [
+    "LEVELS",
+    "LoggerClosedError",
+    "NoActiveLoggerError",
+    "Record",
+    "Schedule",
+    "SummaryLogger",
+    "TbkitError",
+    "TbkitTypeError",
+    "TbkitValueError",
+    "histogram",
+    "read_records",
+    "record",
+    "scalar",
+    "text",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _NEEDS_TENSORFLOW.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'tbkit' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        if e.name is None or e.name.split(".")[0] != "tensorflow":
+            raise
+        raise ImportError(
+            f"tbkit.{name} needs TensorFlow, which is not installed: "
+            'pip install "tbkit[cpu]" (or "tbkit[tensorflow]" for the GPU build).'
+        ) from e
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
