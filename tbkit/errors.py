@@ -12,6 +12,10 @@ from typing import Any
 class TbkitError(Exception):
     """Base class of every error tbkit raises on purpose."""
 
+    # AutoGraph re-raises errors from traced user code as StagingError unless they carry this:
+    # tbkit's errors reach the user with their own type and message.
+    ag_pass_through = True
+
 
 class TbkitValueError(TbkitError, ValueError):
     """An argument has the right kind but a value tbkit cannot use."""

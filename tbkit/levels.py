@@ -61,7 +61,7 @@ class Schedule:
                     expected(f"phases[{start}]", "a positive int interval", interval)
                 )
         if starts[0] != 0:
-            raise TbkitValueError(expected("phases", "to start at step 0", starts[0]))
+            raise TbkitValueError(f"'phases' must start at step 0 (got first step {starts[0]}).")
         self._starts = tuple(starts)
         self._intervals = tuple(phases[s] for s in starts)
 

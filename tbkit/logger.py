@@ -1,0 +1,207 @@
+"""SummaryLogger: one run's writer, its int64 step, the sampling policy and the level threshold.
+
+The logger is a ``tf.Module``, so ``tf.train.Checkpoint(logger=log)`` saves and restores its
+step (and threshold) with the model. It is a context manager: leaving ``with log:`` closes
+it, flushing on an exception too; a logger never closed is flushed at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import tensorflow as tf
+
+from tbkit import context, levels, ops
+from tbkit.errors import LoggerClosedError, TbkitTypeError, TbkitValueError, expected
+
+_STEP_EXPECTED = "a scalar int64 tf.Variable such as optimizer.iterations"
+
+
+def _step_variable(step: Any) -> tf.Variable:
+    """Return the step variable the logger will own or share, refusing anything else."""
+    if step is None:
+        return tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    variable = step
+    if not isinstance(step, tf.Variable) and isinstance(getattr(step, "value", None), tf.Variable):
+        variable = step.value  # a Keras 3 variable wraps a tf.Variable
+    if not isinstance(variable, tf.Variable):
+        raise TbkitTypeError(expected("step", _STEP_EXPECTED, step))
+    if variable.dtype != tf.int64 or variable.shape.rank != 0:
+        raise TbkitTypeError(
+            f"'step' must be {_STEP_EXPECTED} (got a {variable.dtype.name} variable "
+            f"{variable.name!r} of shape {variable.shape})."
+        )
+    return variable
+
+
+def _close_writer(writer) -> None:
+    writer.flush()
+    writer.close()
+
+
+class SummaryLogger(tf.Module):
+    """Writes one run: scalars, histograms and records sampled per level, decided in the graph.
+
+    Args:
+        logdir: the run's folder (one logger writes one run, e.g. ``logs/x/train``).
+        every: interval per level, ``{"info": 100, "debug": Schedule.log_spaced()}``; the keys
+            it names override :data:`tbkit.levels.DEFAULT_EVERY`.
+        level: the threshold: ops below it record nothing. Change it with :meth:`set_level`.
+        step: an int64 scalar ``tf.Variable`` to share (e.g. ``optimizer.iterations``, or
+            the training logger's step for a validation run), advanced by its owner; by
+            default the logger owns one that starts at 0 and its decorated steps advance it.
+        max_queue: summaries the writer queues before it writes to disk.
+        flush_millis: longest time between flushes of the writer.
+    """
+
+    def __init__(
+        self,
+        logdir: str | os.PathLike,
+        *,
+        every: Mapping[str, int | levels.Schedule] | None = None,
+        level: str = "debug",
+        step: tf.Variable | None = None,
+        max_queue: int = 100,
+        flush_millis: int = 10_000,
+    ):
+        super().__init__(name="tbkit_logger")
+        if not isinstance(logdir, (str, os.PathLike)):
+            raise TbkitTypeError(expected("logdir", "a folder path (str or os.PathLike)", logdir))
+        for arg, value in (("max_queue", max_queue), ("flush_millis", flush_millis)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise TbkitValueError(expected(arg, "a positive int", value))
+        self._logdir = os.fspath(logdir)
+        self._schedules = tuple(levels.resolve_every(every)[name] for name in levels.LEVELS)
+        self._owns_step = step is None
+        self.step = _step_variable(step)
+        self.threshold = tf.Variable(
+            levels.level_index(level), dtype=tf.int64, trainable=False, name="threshold"
+        )
+        self._writer = tf.summary.create_file_writer(
+            self._logdir, max_queue=max_queue, flush_millis=flush_millis
+        )
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _close_writer, self._writer)
+
+    # -- what it writes, and when ------------------------------------------------------------
+
+    @property
+    def logdir(self) -> str:
+        """The run's folder."""
+        return self._logdir
+
+    @property
+    def writer(self) -> tf.summary.SummaryWriter:
+        """The run's file writer (a user's own ``tf.summary`` calls may use it)."""
+        self._check_open()
+        return self._writer
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
+
+    @property
+    def owns_step(self) -> bool:
+        """True when the logger made its step; then its decorated steps advance it."""
+        return self._owns_step
+
+    def schedule(self, level: str) -> levels.Schedule:
+        """The interval in force for ``level``."""
+        return self._schedules[levels.level_index(level)]
+
+    def set_level(self, level: str) -> None:
+        """Change the threshold while training runs; traced steps see it without retracing."""
+        self.threshold.assign(levels.level_index(level))
+
+    def should_record(self, pending: ops.Pending, step: tf.Tensor, threshold: tf.Tensor):
+        """The in-graph decision for ``pending`` at ``step``: threshold, then when or interval."""
+        enabled = tf.less_equal(threshold, pending.level)
+        if pending.when is not None:
+            return tf.logical_and(enabled, pending.when)
+        schedule = pending.schedule or self._schedules[pending.level]
+        return tf.logical_and(enabled, schedule.predicate(step))
+
+    def level_predicate(self, level: str, step: tf.Tensor) -> Callable[[], tf.Tensor]:
+        """A callable for ``tf.summary.record_if``: true when ``level`` records at ``step``."""
+        rank = levels.level_index(level)
+        return lambda: tf.logical_and(
+            tf.less_equal(self.threshold, rank), self._schedules[rank].predicate(step)
+        )
+
+    # -- ops outside a decorated step ---------------------------------------------------------
+
+    @tf.autograph.experimental.do_not_convert
+    def submit(self, pending: ops.Pending, step: tf.Tensor | None = None) -> None:
+        """Write ``pending`` now, at the current step, behind a guard of its own."""
+        self._check_open()
+        step = self.step.read_value() if step is None else step
+        recorded = self.should_record(pending, step, self.threshold.read_value())
+
+        def write():
+            with self._writer.as_default(), tf.summary.record_if(True):
+                ops.write(pending, step)
+
+        tf.cond(recorded, write, lambda: None)
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LoggerClosedError(
+                f"SummaryLogger({self._logdir!r}) is closed: create a new logger (and decorate "
+                "the step with it) to write again."
+            )
+
+    @contextlib.contextmanager
+    def as_default(self) -> Iterator[SummaryLogger]:
+        """Make this logger the one ops report to in this thread, without closing it after.
+
+        The logger's writer is the default writer inside, at the logger's step, so a user's
+        own ``tf.summary`` calls land in the same run.
+        """
+        self._check_open()
+        context.push(self)
+        try:
+            with self._writer.as_default(step=self.step):
+                yield self
+        finally:
+            context.pop(self)
+
+    def __enter__(self) -> SummaryLogger:
+        self._active = self.as_default()
+        return self._active.__enter__()
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self._active.__exit__(*exc_info)
+        finally:
+            del self._active
+            self.close()
+
+    def flush(self) -> None:
+        """Write everything queued to disk."""
+        if not self._closed:
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the writer; later writes raise :class:`LoggerClosedError`."""
+        if not self._closed:
+            self._closed = True
+            self._finalizer()
+
+    def train_step(self, fn: Callable | None = None, **options: Any):
+        """Decorate a training step; see :class:`tbkit.step.TrainStep` for ``options``."""
+        from tbkit.step import TrainStep
+
+        if fn is None:
+            return lambda f: TrainStep(self, f, **options)
+        return TrainStep(self, fn, **options)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"SummaryLogger({self._logdir!r}, {state})"

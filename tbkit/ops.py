@@ -1,0 +1,213 @@
+"""The summary ops: ``scalar``, ``histogram``, ``record`` and ``text``.
+
+An op validates its input at trace time and hands a :class:`Pending` summary to the active
+target: inside ``@log.train_step`` the step's collector, which writes every level's summaries
+in one recorded branch per step; elsewhere (eagerly, or in a ``tf.function`` of your own under
+``with log:``) the logger, which guards each op on its own at the logger's current step.
+Building the written tensor (bucketing, JSON formatting) happens only inside a recorded branch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+from tbkit import context, levels, metadata, records
+from tbkit.errors import NoActiveLoggerError, TbkitTypeError, TbkitValueError, expected
+
+#: Number of buckets a histogram has unless ``buckets=`` says otherwise (TensorBoard's default).
+DEFAULT_BUCKETS = 30
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Pending:
+    """A summary asked for while a step traces: what to write, and when.
+
+    Attributes:
+        op: the op's name, for messages (``"scalar"``...).
+        tag: the TensorBoard tag.
+        level: level rank (0 debug … 3 error).
+        schedule: the op's own ``every=``, or None for its level's interval.
+        when: a scalar bool tensor that replaces the interval, or None.
+        build: builds the tensor to write; called only inside a recorded branch.
+        metadata: the ``SummaryMetadata`` written with the tag's first value.
+    """
+
+    op: str
+    tag: str
+    level: int
+    schedule: levels.Schedule | None
+    when: tf.Tensor | None
+    build: Callable[[], tf.Tensor]
+    metadata: Any
+
+
+def write(pending: Pending, step: tf.Tensor) -> None:
+    """Write ``pending`` unconditionally (the caller is a recorded branch) to the default writer."""
+    tf.summary.write(pending.tag, pending.build(), step=step, metadata=pending.metadata)
+
+
+def _submit(op: str, name: Any, level: Any, every: Any, when: Any, build, md) -> None:
+    if not isinstance(name, str) or not name:
+        raise TbkitTypeError(expected("name", "a non-empty str", name))
+    target = context.current()
+    if target is None:
+        raise NoActiveLoggerError(
+            f"tbkit.{op}({name!r}) needs an active SummaryLogger in this thread: call it inside "
+            "a step decorated with @log.train_step, or under `with log:` / "
+            "`with log.as_default():`."
+        )
+    rank = levels.level_index(level)
+    schedule = None if every is None else levels.as_schedule(every)
+    if when is not None:
+        if every is not None:
+            raise TbkitValueError(
+                f"tbkit.{op}({name!r}) takes 'every' or 'when', not both: 'when' replaces the "
+                "interval."
+            )
+        when = _as_condition(op, name, when)
+    target.submit(Pending(op, name, rank, schedule, when, build, md))
+
+
+def _as_condition(op: str, name: str, when: Any) -> tf.Tensor:
+    if isinstance(when, bool):
+        return tf.constant(when)
+    tensor = tf.convert_to_tensor(when)
+    if tensor.dtype != tf.bool or tensor.shape.rank != 0:
+        raise TbkitTypeError(
+            f"'when' of tbkit.{op}({name!r}) must be a scalar bool tensor (got dtype "
+            f"{tensor.dtype.name} and shape {tensor.shape})."
+        )
+    return tensor
+
+
+def _numeric(op: str, name: str, data: Any) -> tf.Tensor:
+    tensor = tf.convert_to_tensor(data)
+    if not (tensor.dtype.is_floating or tensor.dtype.is_integer or tensor.dtype == tf.bool):
+        raise TbkitTypeError(
+            f"tbkit.{op}({name!r}) needs real numbers (got dtype {tensor.dtype.name})."
+        )
+    return tf.stop_gradient(tensor)
+
+
+@tf.autograph.experimental.do_not_convert
+def scalar(
+    name: str,
+    data: Any,
+    *,
+    level: str = "info",
+    every: int | levels.Schedule | None = None,
+    when: Any = None,
+    description: str = "",
+) -> None:
+    """Log a scalar, shown in TensorBoard's Scalars dashboard (stored as float32).
+
+    Args:
+        name: the tag.
+        data: a scalar tensor or number; any other shape is refused at trace time.
+        level: the op's level; it records when the level is at or above the threshold.
+        every: the op's own interval (int or Schedule), overriding its level's.
+        when: a scalar bool tensor: record exactly on the steps where it is true.
+        description: shown in TensorBoard beside the plot.
+    """
+    tensor = _numeric("scalar", name, data)
+    if tensor.shape.rank is not None and tensor.shape.rank != 0:
+        raise TbkitValueError(
+            f"tbkit.scalar({name!r}) needs a scalar (got shape {tensor.shape}): log a "
+            "histogram, reduce it, or record it as a field."
+        )
+    md = scalar_metadata.create_summary_metadata(display_name=name, description=description)
+    _submit("scalar", name, level, every, when, lambda: tf.cast(tensor, tf.float32), md)
+
+
+@tf.autograph.experimental.do_not_convert
+def histogram(
+    name: str,
+    data: Any,
+    *,
+    buckets: int = DEFAULT_BUCKETS,
+    level: str = "debug",
+    every: int | levels.Schedule | None = None,
+    when: Any = None,
+    description: str = "",
+) -> None:
+    """Log the distribution of a tensor of any shape (TensorBoard's Histograms dashboard).
+
+    Buckets are TensorBoard's own (``buckets`` equal-width bins from min to max), counted with
+    ``tf.math.bincount`` instead of a one-hot matrix, and only on recorded steps.
+    """
+    if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets <= 0:
+        raise TbkitValueError(expected("buckets", "a positive int", buckets))
+    tensor = _numeric("histogram", name, data)
+    md = histogram_metadata.create_summary_metadata(display_name=name, description=description)
+    _submit("histogram", name, level, every, when, lambda: bucketize(tensor, buckets), md)
+
+
+def bucketize(data: tf.Tensor, bucket_count: int = DEFAULT_BUCKETS) -> tf.Tensor:
+    """TensorBoard's ``[bucket_count, 3]`` float64 histogram (left edge, right edge, count)."""
+    data = tf.reshape(tf.cast(data, tf.float64), [-1])
+    size = tf.size(data)
+
+    def spread():
+        low, high = tf.reduce_min(data), tf.reduce_max(data)
+        width = (high - low) / bucket_count
+        index = tf.clip_by_value(tf.floor((data - low) / width), 0, bucket_count - 1)
+        # Values the edges cannot place (NaN) go past the last bucket, which bincount drops.
+        index = tf.where(tf.math.is_finite(index), index, bucket_count)
+        counts = tf.math.bincount(
+            tf.cast(index, tf.int32), minlength=bucket_count, maxlength=bucket_count,
+            dtype=tf.float64,
+        )
+        edges = tf.concat([tf.linspace(low, high, bucket_count + 1)[:-1], [high]], 0)
+        return tf.stack([edges[:-1], edges[1:], counts], axis=1)
+
+    def single_value():
+        edges = tf.fill([bucket_count], data[0])
+        counts = tf.concat([tf.zeros([bucket_count - 1], tf.float64), [tf.cast(size, tf.float64)]], 0)
+        return tf.stack([edges, edges, counts], axis=1)
+
+    def non_empty():
+        return tf.cond(tf.equal(tf.reduce_min(data), tf.reduce_max(data)), single_value, spread)
+
+    return tf.cond(tf.equal(size, 0), lambda: tf.zeros([bucket_count, 3], tf.float64), non_empty)
+
+
+@tf.autograph.experimental.do_not_convert
+def record(
+    name: str,
+    value: Any,
+    *,
+    level: str = "info",
+    every: int | levels.Schedule | None = None,
+    when: Any = None,
+) -> None:
+    """Log one structured record: a dataclass, namedtuple or dict of tensors and values.
+
+    The record becomes one strict-JSON object (the fields plus ``"level"``) built in the graph
+    on recorded steps; run, tag, step and wall time come from the event. Field problems are
+    reported at trace time.
+    """
+    if not isinstance(name, str) or not name:
+        raise TbkitTypeError(expected("name", "a non-empty str", name))
+    level_name = levels.LEVELS[levels.level_index(level)]
+    template = records.template(name, value, level_name)
+    md = metadata.create_summary_metadata()
+    _submit("record", name, level, every, when, lambda: tf.reshape(template.encode(), [1]), md)
+
+
+@tf.autograph.experimental.do_not_convert
+def text(
+    name: str,
+    message: Any,
+    *,
+    level: str = "info",
+    every: int | levels.Schedule | None = None,
+    when: Any = None,
+) -> None:
+    """Log a plain message: a record with the single field ``message``."""
+    record(name, {"message": message}, level=level, every=every, when=when)

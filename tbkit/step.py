@@ -1,0 +1,167 @@
+"""The ``@log.train_step`` decorator: a ``tf.function`` that owns the step and writes summaries.
+
+While the body traces, tbkit ops only *collect* their summaries. After the body, the collector
+adds one recorded branch per sampling rule (level, interval or ``when``), all behind a single
+outer ``tf.cond``, so a step that records nothing pays for a few integer ops and one branch.
+Then the step variable is incremented: ops in a call see the step before it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+from tbkit import context, ops
+from tbkit.errors import TbkitValueError
+
+
+def _inside_while_loop(graph, outer) -> bool:
+    while graph is not None and graph is not outer:
+        if graph.name.startswith("while_body") or graph.name.startswith("while_cond"):
+            return True
+        graph = getattr(graph, "outer_graph", None)
+    return False
+
+
+class StepCollector:
+    """Collects a traced step's summaries, then writes them in as few branches as possible."""
+
+    def __init__(self, logger, step: tf.Tensor, name: str):
+        self.logger = logger
+        self.step = step
+        self.name = name
+        self.graph = tf.compat.v1.get_default_graph()
+        self._pending: list[ops.Pending] = []
+        self._tags: set[str] = set()
+
+    @tf.autograph.experimental.do_not_convert
+    def submit(self, pending: ops.Pending) -> None:
+        """Take a summary from an op called while the step's body traces."""
+        if pending.tag in self._tags:
+            raise TbkitValueError(
+                f"tag {pending.tag!r} is logged twice in one call of {self.name}: TensorBoard "
+                "keeps one value per (tag, step), so give each call its own name."
+            )
+        self._tags.add(pending.tag)
+        graph = tf.compat.v1.get_default_graph()
+        if graph is self.graph:
+            self._pending.append(pending)
+        elif _inside_while_loop(graph, self.graph):
+            raise TbkitValueError(
+                f"tbkit.{pending.op}({pending.tag!r}) is inside a loop of {self.name}: every "
+                "iteration would write the same (tag, step) and TensorBoard keeps one. Log "
+                "after the loop (or pack the values in one record)."
+            )
+        else:  # inside a tf.cond branch of the user's: it cannot leave it, so guard it there
+            self.logger.submit(pending, step=self.step)
+
+    @tf.autograph.experimental.do_not_convert
+    def emit(self) -> None:
+        """Add the recorded branches for everything collected."""
+        if not self._pending:
+            return
+        threshold = self.logger.threshold.read_value()
+        groups: dict[Any, list[ops.Pending]] = {}
+        predicates: dict[Any, tf.Tensor] = {}
+        for pending in self._pending:
+            if pending.when is not None:
+                key: Any = ("when", id(pending))
+            else:
+                key = (pending.level, pending.schedule or self.logger._schedules[pending.level])
+            groups.setdefault(key, []).append(pending)
+            if key not in predicates:
+                predicates[key] = self.logger.should_record(pending, self.step, threshold)
+
+        def write(batch: list[ops.Pending]) -> Callable[[], None]:
+            def branch() -> None:
+                with self.logger._writer.as_default(), tf.summary.record_if(True):
+                    for pending in batch:
+                        ops.write(pending, self.step)
+
+            return branch
+
+        if len(groups) == 1:
+            ((key, batch),) = groups.items()
+            tf.cond(predicates[key], write(batch), lambda: None)
+            return
+
+        def write_each() -> None:
+            for key, batch in groups.items():
+                tf.cond(predicates[key], write(batch), lambda: None)
+
+        anything = tf.reduce_any(tf.stack(list(predicates.values())))
+        tf.cond(anything, write_each, lambda: None)
+
+
+class TrainStep:
+    """A training step compiled with ``tf.function`` that logs to one SummaryLogger.
+
+    Args:
+        logger: the SummaryLogger the step writes to.
+        fn: the step, a Python function or a ``tf.function`` (its Python function is used).
+        advance: increment the step after each call. By default a logger that owns its step
+            advances it and a logger given ``step=`` (``optimizer.iterations``, or another
+            logger's step for an evaluation run) leaves that to the step's owner.
+        **function_options: passed to ``tf.function`` (``input_signature``,
+            ``reduce_retracing``, ``autograph``).
+
+    A user's own ``tf.summary`` calls in the body go to the logger's writer at the same step
+    and record on the steps where the info level records.
+    """
+
+    def __init__(
+        self, logger, fn: Callable, *, advance: bool | None = None, **function_options: Any
+    ):
+        if not callable(fn):
+            raise TypeError(f"@train_step decorates a function (got {fn!r})")
+        if isinstance(fn, tf.types.experimental.PolymorphicFunction):
+            function_options.setdefault("input_signature", fn.input_signature)
+            fn = fn.python_function
+        if function_options.get("jit_compile"):
+            # TODO(#5): carry collected values out of the XLA-compiled body.
+            raise TbkitValueError(
+                "'jit_compile' must be False or None for now (got True): summaries cannot be "
+                "written inside an XLA-compiled step yet."
+            )
+        unknown = set(function_options) - {"input_signature", "reduce_retracing", "autograph",
+                                           "jit_compile", "experimental_attributes"}
+        if unknown:
+            raise TypeError(f"@train_step got unexpected options: {sorted(unknown)}")
+        self._logger = logger
+        self._fn = fn
+        self._advance = logger.owns_step if advance is None else bool(advance)
+        functools.update_wrapper(self, fn)
+        self.function = tf.function(self._body(), **function_options)
+
+    def _body(self) -> Callable:
+        logger, fn, name = self._logger, self._fn, getattr(self._fn, "__qualname__", "the step")
+
+        @functools.wraps(fn)
+        def body(*args, **kwargs):
+            step = logger.step.read_value()
+            collector = StepCollector(logger, step, name)
+            context.push(collector)
+            try:
+                with logger._writer.as_default(step=step), tf.summary.record_if(
+                    logger.level_predicate("info", step)
+                ):
+                    outputs = fn(*args, **kwargs)
+            finally:
+                context.pop(collector)
+            collector.emit()
+            if self._advance:
+                logger.step.assign_add(1)
+            return outputs
+
+        return body
+
+    def __call__(self, *args, **kwargs):
+        self._logger._check_open()
+        return self.function(*args, **kwargs)
+
+    def experimental_get_tracing_count(self) -> int:
+        """How many times the step has been traced."""
+        return self.function.experimental_get_tracing_count()

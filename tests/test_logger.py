@@ -1,0 +1,148 @@
+"""SummaryLogger: lifetime, flushing, step ownership, checkpoints and threads."""
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+import tensorflow as tf
+from tbreader import steps
+
+import tbkit
+
+
+def test_leaving_with_closes_and_flushes(tmp_path):
+    with tbkit.SummaryLogger(str(tmp_path), max_queue=1000, flush_millis=10**9) as log:
+        tbkit.scalar("x", 1.0, level="error")
+    assert log.closed
+    assert steps(str(tmp_path)) == {"x": [0]}
+
+
+def test_an_exception_inside_with_still_flushes(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        with tbkit.SummaryLogger(str(tmp_path), max_queue=1000, flush_millis=10**9):
+            tbkit.scalar("x", 1.0, level="error")
+            1 / 0
+    assert steps(str(tmp_path)) == {"x": [0]}
+
+
+def test_a_logger_never_closed_is_flushed_at_interpreter_exit(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import tensorflow as tf, tbkit
+        log = tbkit.SummaryLogger({str(tmp_path)!r}, max_queue=1000, flush_millis=10**9)
+
+        @log.train_step
+        def step():
+            tbkit.scalar("x", 1.0, every=1)
+
+        for _ in range(3):
+            step()
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert steps(str(tmp_path)) == {"x": [0, 1, 2]}
+
+
+def test_a_closed_logger_refuses_to_write(tmp_path):
+    log = tbkit.SummaryLogger(str(tmp_path))
+
+    @log.train_step
+    def step():
+        tbkit.scalar("x", 1.0)
+
+    step()
+    log.close()
+    message = (
+        f"SummaryLogger({str(tmp_path)!r}) is closed: create a new logger (and decorate the "
+        "step with it) to write again."
+    )
+    with pytest.raises(tbkit.LoggerClosedError) as raised:
+        step()
+    assert str(raised.value) == message
+    with pytest.raises(tbkit.LoggerClosedError):
+        with log.as_default():
+            pass
+
+
+def test_one_function_decorated_by_two_loggers_writes_two_runs(tmp_path):
+    def body(x):
+        tbkit.scalar("x", x, every=1)
+
+    first = tbkit.SummaryLogger(str(tmp_path / "a"))
+    second = tbkit.SummaryLogger(str(tmp_path / "b"))
+    step_a, step_b = first.train_step(body), second.train_step(body)
+    for i in range(3):
+        step_a(tf.constant(float(i)))
+    step_b(tf.constant(9.0))
+    first.close()
+    step_b(tf.constant(9.0))
+    second.close()
+    assert steps(str(tmp_path / "a")) == {"x": [0, 1, 2]}
+    assert steps(str(tmp_path / "b")) == {"x": [0, 1]}
+
+
+def test_step_is_checkpointed_with_the_logger(tmp_path):
+    def body():
+        tbkit.scalar("x", 1.0, every=2)
+
+    log = tbkit.SummaryLogger(str(tmp_path / "run"))
+    step = log.train_step(body)
+    for _ in range(5):
+        step()
+    log.set_level("warning")
+    path = tf.train.Checkpoint(logger=log).save(str(tmp_path / "ckpt" / "c"))
+    log.close()
+
+    resumed = tbkit.SummaryLogger(str(tmp_path / "run"))
+    tf.train.Checkpoint(logger=resumed).restore(path).assert_existing_objects_matched()
+    assert int(resumed.step.numpy()) == 5
+    assert int(resumed.threshold.numpy()) == tbkit.LEVELS.index("warning")
+    resumed.set_level("debug")
+    step = resumed.train_step(body)
+    for _ in range(3):
+        step()
+    resumed.close()
+    assert steps(str(tmp_path / "run")) == {"x": [0, 2, 4, 6]}
+
+
+def test_a_shared_step_is_advanced_by_its_owner_only(tmp_path):
+    optimizer = tf.keras.optimizers.SGD(0.1)
+    weight = tf.Variable(1.0)
+    log = tbkit.SummaryLogger(str(tmp_path), step=optimizer.iterations)
+
+    @log.train_step
+    def step():
+        with tf.GradientTape() as tape:
+            loss = weight * weight
+        optimizer.apply_gradients([(tape.gradient(loss, weight), weight)])
+        tbkit.scalar("loss", loss, every=1)
+
+    for _ in range(4):
+        step()
+    log.close()
+    assert int(optimizer.iterations.numpy()) == 4
+    assert steps(str(tmp_path)) == {"loss": [0, 1, 2, 3]}
+
+
+def test_loggers_in_two_threads_do_not_mix(tmp_path):
+    errors = []
+
+    def work(name):
+        try:
+            with tbkit.SummaryLogger(str(tmp_path / name)) as log:
+                for _ in range(20):
+                    tbkit.scalar(name, 1.0, level="error")
+                    log.step.assign_add(1)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert steps(str(tmp_path / "a")) == {"a": list(range(20))}
+    assert steps(str(tmp_path / "b")) == {"b": list(range(20))}

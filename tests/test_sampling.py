@@ -1,0 +1,218 @@
+"""Which (tag, step) pairs a decorated step records over 1 000 steps, read back by TensorBoard."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tbreader import steps
+
+import tbkit
+
+STEPS = 1000
+
+
+def run(logdir, body, steps_=STEPS, between=None, **logger_options):
+    """Decorate ``body`` with a fresh logger, call it ``steps_`` times, return the trace count."""
+    with tbkit.SummaryLogger(logdir, **logger_options) as log:
+        step = log.train_step(body)
+        for i in range(steps_):
+            if between is not None:
+                between(log, i)
+            step(tf.constant(float(i)))
+        return step.experimental_get_tracing_count()
+
+
+def test_default_interval_per_level(tmp_path):
+    def body(x):
+        tbkit.scalar("debug", x, level="debug")
+        tbkit.scalar("info", x)
+        tbkit.scalar("warning", x, level="warning")
+        tbkit.scalar("error", x, level="error")
+
+    assert run(str(tmp_path), body) == 1
+    recorded = steps(str(tmp_path))
+    assert recorded["debug"] == [0]
+    assert recorded["info"] == list(range(0, STEPS, 100))
+    assert recorded["warning"] == list(range(STEPS))
+    assert recorded["error"] == list(range(STEPS))
+
+
+def test_default_levels_of_each_op(tmp_path):
+    def body(x):
+        tbkit.scalar("s", x)
+        tbkit.histogram("h", tf.fill([5], x))
+        tbkit.record("r", {"x": x})
+        tbkit.text("t", "hello")
+
+    run(str(tmp_path), body, every={"info": 10, "debug": 300})
+    recorded = steps(str(tmp_path))
+    assert recorded["s"] == recorded["r"] == recorded["t"] == list(range(0, STEPS, 10))
+    assert recorded["h"] == [0, 300, 600, 900]
+
+
+def test_user_every_overrides_only_named_levels_and_op_every_overrides_level(tmp_path):
+    def body(x):
+        tbkit.scalar("info", x)
+        tbkit.scalar("debug", x, level="debug")
+        tbkit.scalar("own", x, every=250)
+        tbkit.record("rec", {"x": x}, every=7)
+
+    run(str(tmp_path), body, every={"info": 7})
+    recorded = steps(str(tmp_path))
+    assert recorded["info"] == list(range(0, STEPS, 7))
+    assert recorded["debug"] == [0]  # default 1000 kept
+    assert recorded["own"] == [0, 250, 500, 750]
+    assert recorded["rec"] == list(range(0, STEPS, 7))
+
+
+def test_phased_and_log_spaced_schedules(tmp_path):
+    phased = tbkit.Schedule({0: 10, 200: 100})
+
+    def body(x):
+        tbkit.scalar("phased", x, every=phased)
+        tbkit.scalar("log", x, every=tbkit.Schedule.log_spaced())
+
+    run(str(tmp_path), body)
+    recorded = steps(str(tmp_path))
+    assert recorded["phased"] == list(range(0, 200, 10)) + list(range(200, STEPS, 100))
+    assert recorded["log"] == list(range(10)) + list(range(10, 100, 10)) + list(
+        range(100, 1000, 100)
+    )
+    assert recorded["phased"] == [s for s in range(STEPS) if phased.records(s)]
+
+
+def test_when_replaces_the_interval_and_respects_the_threshold(tmp_path):
+    flagged = {3, 500, 999}
+
+    def body(x):
+        hit = tf.reduce_any(tf.equal(x, list(map(float, flagged))))
+        tbkit.record("anomaly", {"x": x}, level="error", when=hit)
+        tbkit.scalar("hidden", x, level="debug", when=hit)
+
+    run(str(tmp_path), body, level="info")
+    recorded = steps(str(tmp_path))
+    assert recorded["anomaly"] == sorted(flagged)
+    assert "hidden" not in recorded
+
+
+def test_threshold_changes_while_training_without_retracing(tmp_path):
+    def between(log, i):
+        if i == 400:
+            log.set_level("warning")
+        if i == 800:
+            log.set_level("debug")
+
+    def body(x):
+        tbkit.scalar("info", x, every=50)
+        tbkit.scalar("debug", x, level="debug", every=50)
+        tbkit.scalar("warning", x, level="warning", every=50)
+
+    traces = run(str(tmp_path), body, between=between, level="info")
+    assert traces == 1
+    recorded = steps(str(tmp_path))
+    assert recorded["info"] == list(range(0, 400, 50)) + list(range(800, STEPS, 50))
+    assert recorded["debug"] == list(range(800, STEPS, 50))
+    assert recorded["warning"] == list(range(0, STEPS, 50))
+
+
+def test_ops_in_a_branch_of_the_users_step_are_guarded_there(tmp_path):
+    def body(x):
+        if x > 500.0:  # autograph: a tf.cond whose branch holds the op
+            tbkit.scalar("late", x, every=100)
+        tbkit.scalar("always", x, every=100)
+
+    run(str(tmp_path), body)
+    recorded = steps(str(tmp_path))
+    assert recorded["late"] == [600, 700, 800, 900]
+    assert recorded["always"] == list(range(0, STEPS, 100))
+
+
+def test_values_are_those_of_the_recorded_step(tmp_path):
+    from tbreader import summaries
+
+    def body(x):
+        tbkit.scalar("x", x * 2.0, every=100)
+
+    run(str(tmp_path), body)
+    values = summaries(str(tmp_path))["x"]
+    assert [(s, float(v)) for s, v in values] == [(s, 2.0 * s) for s in range(0, STEPS, 100)]
+
+
+def test_user_tf_summary_follows_the_info_level(tmp_path):
+    def body(x):
+        tf.summary.scalar("plain", x)
+        tf.summary.histogram("plain_histogram", tf.fill([3], x))
+
+    run(str(tmp_path), body, every={"info": 125})
+    recorded = steps(str(tmp_path))
+    assert recorded["plain"] == recorded["plain_histogram"] == list(range(0, STEPS, 125))
+
+
+def test_ops_outside_the_decorator_write_at_the_current_step(tmp_path):
+    log = tbkit.SummaryLogger(str(tmp_path), every={"info": 2})
+
+    @log.train_step
+    def step(x):
+        tbkit.scalar("inside", x, every=1)
+
+    @tf.function
+    def users_own(x):
+        tbkit.scalar("own_function", x)
+
+    with log.as_default():
+        for i in range(5):
+            tbkit.scalar("eager", float(i))
+            users_own(tf.constant(float(i)))
+            step(tf.constant(float(i)))
+    assert int(log.step.numpy()) == 5
+    log.close()
+    recorded = steps(str(tmp_path))
+    assert recorded["inside"] == [0, 1, 2, 3, 4]
+    assert recorded["eager"] == recorded["own_function"] == [0, 2, 4]
+
+
+def test_evaluation_step_logs_at_the_training_step(tmp_path):
+    train = tbkit.SummaryLogger(str(tmp_path / "train"), every={"info": 1})
+    validation = tbkit.SummaryLogger(str(tmp_path / "validation"), step=train.step)
+
+    @train.train_step
+    def train_step(x):
+        tbkit.scalar("loss", x)
+
+    @validation.train_step(advance=False)
+    def validation_step(x):
+        tbkit.scalar("loss", -x, every=3)
+
+    with train, validation:
+        for i in range(10):
+            train_step(tf.constant(float(i)))
+            validation_step(tf.constant(float(i)))
+    assert steps(str(tmp_path / "train"))["loss"] == list(range(10))
+    assert steps(str(tmp_path / "validation"))["loss"] == [3, 6, 9]
+
+
+def test_histogram_on_recorded_steps_only_and_in_tensorboards_format(tmp_path):
+    from tbreader import summaries
+
+    data = np.random.default_rng(0).normal(size=(40, 30)).astype(np.float32)
+
+    def body(x):
+        tbkit.histogram("h", tf.constant(data) * (x + 1.0), every=500)
+
+    run(str(tmp_path), body)
+    values = summaries(str(tmp_path))["h"]
+    assert [s for s, _ in values] == [0, 500]
+    assert values[0][1].shape == (30, 3) and values[0][1].dtype == np.float64
+    assert values[0][1][:, 2].sum() == data.size
+
+
+@pytest.mark.parametrize("loop", ["tf_range", "while_loop"])
+def test_ops_in_a_loop_are_refused_at_trace_time(tmp_path, loop):
+    def body(x):
+        if loop == "tf_range":
+            for i in tf.range(3):
+                tbkit.scalar("in_loop", x + tf.cast(i, tf.float32))
+        else:
+            tf.while_loop(lambda i: i < 3, lambda i: (tbkit.scalar("in_loop", x), i + 1)[1], [0])
+
+    with pytest.raises(tbkit.TbkitValueError, match="'in_loop'\\) is inside a loop of"):
+        run(str(tmp_path), body, steps_=1)

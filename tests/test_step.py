@@ -1,0 +1,119 @@
+"""The @log.train_step decorator: tracing, step, outputs, tf.data, and where work happens."""
+
+import pytest
+import tensorflow as tf
+from tbreader import steps
+
+import tbkit
+
+
+def test_traces_once_per_signature_and_returns_outputs_unchanged(tmp_path):
+    traces = []
+
+    def body(x, y):
+        traces.append(1)
+        tbkit.scalar("sum", tf.reduce_sum(x) + y)
+        return {"double": x * 2.0, "pair": (y, y + 1.0)}
+
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+        step = log.train_step(body)
+        for i in range(20):
+            out = step(tf.ones([3]), tf.constant(float(i)))
+        assert len(traces) == 1 and step.experimental_get_tracing_count() == 1
+        assert set(out) == {"double", "pair"}
+        assert out["double"].numpy().tolist() == [2.0, 2.0, 2.0]
+        assert [float(t) for t in out["pair"]] == [19.0, 20.0]
+        assert int(log.step.numpy()) == 20
+    assert step.__name__ == "body"
+
+
+def test_input_signature_and_reduce_retracing_are_passed_to_tf_function(tmp_path):
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+
+        @log.train_step(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def fixed(x):
+            tbkit.scalar("n", tf.size(x), every=1)
+            return tf.size(x)
+
+        @log.train_step(reduce_retracing=True, advance=False)
+        def relaxed(x):
+            return tf.reduce_sum(x)
+
+        for n in range(1, 6):
+            assert int(fixed(tf.ones([n]))) == n
+            relaxed(tf.ones([n]))
+        assert fixed.experimental_get_tracing_count() == 1
+        assert relaxed.experimental_get_tracing_count() <= 2
+    assert steps(str(tmp_path))["n"] == [0, 1, 2, 3, 4]
+
+
+def test_accepts_a_tf_function_and_keeps_its_signature(tmp_path):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def body(x):
+        tbkit.scalar("total", tf.reduce_sum(x), every=1)
+        return x
+
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+        step = log.train_step(body)
+        for n in (1, 2, 3):
+            step(tf.ones([n]))
+        assert step.experimental_get_tracing_count() == 1
+    assert steps(str(tmp_path))["total"] == [0, 1, 2]
+
+
+def test_works_with_tf_data_input(tmp_path):
+    data = tf.data.Dataset.range(12).map(lambda i: (tf.cast(i, tf.float32), i)).batch(2)
+    with tbkit.SummaryLogger(str(tmp_path), every={"info": 2}) as log:
+
+        @log.train_step
+        def step(x, i):
+            tbkit.record("batch", {"first": i[0], "mean": tf.reduce_mean(x)})
+
+        for x, i in data:
+            step(x, i)
+        assert int(log.step.numpy()) == 6
+    records = list(tbkit.read_records(str(tmp_path)))
+    assert [(r.step, r.fields["first"]) for r in records] == [(0, 0), (2, 4), (4, 8)]
+
+
+def test_expensive_work_lives_only_inside_recorded_branches(tmp_path):
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+
+        @log.train_step
+        def step(x):
+            tbkit.histogram("h", x)
+            tbkit.record("r", {"x": x[0], "name": tf.strings.as_string(x[0])})
+            tbkit.scalar("s", x[0])
+
+        step(tf.ones([8]))
+        graph = step.function.get_concrete_function(tf.TensorSpec([8], tf.float32)).graph
+    outer = {op.type for op in graph.get_operations()}
+    assert "If" in outer or "StatelessIf" in outer
+    assert not outer & {"Bincount", "DenseBincount", "StringJoin", "WriteSummary"}
+    branch_ops = set()
+    for function in graph.as_graph_def().library.function:
+        branch_ops |= {node.op for node in function.node_def}
+    assert {"WriteSummary", "StringJoin"} <= branch_ops
+    assert branch_ops & {"Bincount", "DenseBincount"}
+
+
+def test_jit_compile_is_refused_until_supported(tmp_path):
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+        with pytest.raises(tbkit.TbkitValueError, match=r"^'jit_compile' must be False or None"):
+            log.train_step(lambda: None, jit_compile=True)
+
+
+def test_a_tag_logged_twice_in_one_step_is_refused_at_trace_time(tmp_path):
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+
+        @log.train_step
+        def twice(x):
+            tbkit.record("train", {"x": x})
+            tbkit.record("train", {"y": x})
+
+        with pytest.raises(tbkit.TbkitValueError) as raised:
+            twice(tf.constant(1.0))
+    assert str(raised.value).startswith(
+        "tag 'train' is logged twice in one call of test_a_tag_logged_twice_in_one_step_is_"
+        "refused_at_trace_time.<locals>.twice: TensorBoard keeps one value per (tag, step)"
+    )
