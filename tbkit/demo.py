@@ -30,7 +30,7 @@ class TrainingLog:
 
 def make_dataset(seed: int) -> tf.data.Dataset:
     """Endless batches from three fixed Gaussian blobs; ``seed`` picks the samples."""
-    centers = tf.random.stateless_normal([CLASSES, FEATURES], seed=[42, 0]) * 2.0
+    centers = tf.random.stateless_normal([CLASSES, FEATURES], seed=[42, 0]) * 0.5
 
     def sample(i):
         pair = tf.stack([tf.cast(i, tf.int32), seed])
@@ -65,10 +65,10 @@ def train(logdir: str, steps: int) -> str:
             logits = model(x, training=True)
             loss = loss_fn(y, logits)
         grads = tape.gradient(loss, model.trainable_variables)
+        lr = optimizer.learning_rate  # the rate this step's update uses
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), y),
                                           tf.float32))
-        lr = optimizer.learning_rate
         tbkit.scalar("loss", loss)
         tbkit.scalar("accuracy", accuracy)
         for var, grad in zip(model.trainable_variables, grads):

@@ -1,0 +1,68 @@
+"""The README's main job, end to end: `tbkit demo` trains, logs, and serves TensorBoard."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import tbkit
+
+TBKIT = os.path.join(os.path.dirname(sys.executable), "tbkit")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_demo_no_serve_logs_every_kind_of_summary(tmp_path):
+    done = subprocess.run(
+        [TBKIT, "demo", "--logdir", str(tmp_path), "--steps", "120", "--no-serve"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    assert "120 steps logged to" in done.stdout
+    records = list(tbkit.read_records(str(tmp_path)))
+    by_tag = {}
+    for r in records:
+        by_tag.setdefault((r.run.rsplit("/", 1)[-1], r.tag), []).append(r.step)
+    assert by_tag[("train", "train")] == list(range(0, 120, 10))
+    assert by_tag[("validation", "validation")] == [0, 50, 100]
+    assert by_tag[("train", "phase")] == [0, 120]
+    train = next(r for r in records if r.tag == "train")
+    assert set(train.fields) == {"loss", "accuracy", "learning_rate", "grad_norm"}
+
+
+def test_demo_serves_tensorboard_on_127_0_0_1(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [TBKIT, "demo", "--logdir", str(tmp_path), "--steps", "30", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        url = None
+        while url is None and time.monotonic() < deadline:
+            line = server.stdout.readline()
+            if not line:
+                break
+            if line.startswith("TensorBoard at "):
+                url = line.split()[2]
+        assert url == f"http://127.0.0.1:{port}/"
+        with urllib.request.urlopen(url + "data/runs", timeout=30) as response:
+            runs = json.load(response)
+        assert sorted(run.rsplit("/", 1)[-1] for run in runs) == ["train", "validation"]
+        with urllib.request.urlopen(url + "data/plugins_listing", timeout=30) as response:
+            plugins = json.load(response)
+        assert plugins["scalars"]["enabled"] and plugins["histograms"]["enabled"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
