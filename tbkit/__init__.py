@@ -30,6 +30,7 @@ import importlib
 from typing import Any
 
 from tbkit.errors import (
+    DataLossWarning,
     LoggerClosedError,
     NoActiveLoggerError,
     TbkitError,
@@ -52,6 +53,7 @@ _NEEDS_TENSORFLOW = {
 
 __all__ = [
     "LEVELS",
+    "DataLossWarning",
     "LoggerClosedError",
     "NoActiveLoggerError",
     "Record",

@@ -66,12 +66,12 @@ def train(logdir: str, steps: int) -> str:
             loss = loss_fn(y, logits)
         grads = tape.gradient(loss, model.trainable_variables)
         lr = optimizer.learning_rate  # the rate this step's update uses
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), y),
                                           tf.float32))
         tbkit.scalar("loss", loss)
         tbkit.scalar("accuracy", accuracy)
-        for var, grad in zip(model.trainable_variables, grads):
+        for var, grad in zip(model.trainable_variables, grads, strict=True):
             tbkit.histogram(f"weights/{var.path}", var)
             tbkit.histogram(f"grads/{var.path}", grad)
         tbkit.record("train", TrainingLog(loss, accuracy, lr, tf.linalg.global_norm(grads)))

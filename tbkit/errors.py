@@ -41,3 +41,7 @@ def got(value: Any) -> str:
 def expected(arg: str, what: str, value: Any) -> str:
     """The message formula: ``'arg' must be WHAT (got VALUE that is a TYPE).``"""
     return f"'{arg}' must be {what} ({got(value)})."
+
+
+class DataLossWarning(UserWarning):
+    """A reader skipped data it could not trust (a corrupt record, a newer schema)."""

@@ -168,7 +168,9 @@ def bucketize(data: tf.Tensor, bucket_count: int = DEFAULT_BUCKETS) -> tf.Tensor
 
     def single_value():
         edges = tf.fill([bucket_count], data[0])
-        counts = tf.concat([tf.zeros([bucket_count - 1], tf.float64), [tf.cast(size, tf.float64)]], 0)
+        counts = tf.concat(
+            [tf.zeros([bucket_count - 1], tf.float64), [tf.cast(size, tf.float64)]], 0
+        )
         return tf.stack([edges, edges, counts], axis=1)
 
     def non_empty():

@@ -1,0 +1,96 @@
+"""Import boundaries: the reader side of tbkit never loads TensorFlow, and works without it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Make every "tensorflow*" module unimportable, as on a TensorBoard-only server.
+BLOCK_TENSORFLOW = """
+import importlib.abc
+import sys
+
+class _NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("tensorflow"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoTensorFlow())
+"""
+
+
+def run_python(code: str, *args: str) -> str:
+    """Run ``code`` in a fresh interpreter; return its stdout, failing with its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True, text=True, cwd=REPO, timeout=120,  # -c puts the repo first on sys.path
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_reader_side_does_not_import_tensorflow():
+    out = run_python("""
+        import sys
+        import tbkit, tbkit.metadata, tbkit.read
+        tbkit.read_records, tbkit.Record, tbkit.Schedule, tbkit.read.to_pandas
+        tbkit.metadata.create_summary_metadata()
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))
+    """)
+    assert out == "[]\n"
+
+
+@pytest.mark.parametrize("name", ["SummaryLogger", "scalar", "histogram", "record", "text"])
+def test_names_that_need_tensorflow_say_which_extra_to_install(name):
+    out = run_python(BLOCK_TENSORFLOW + """
+import sys
+import tbkit
+try:
+    getattr(tbkit, sys.argv[1])
+except ImportError as e:
+    print(e)
+else:
+    raise SystemExit("no ImportError")
+""", name)  # fmt: skip
+    assert out == (
+        f"tbkit.{name} needs TensorFlow, which is not installed: "
+        'pip install "tbkit[cpu]" (or "tbkit[tensorflow]" for the GPU build).\n'
+    )
+
+
+def test_records_are_read_where_tensorflow_cannot_be_imported(tmp_path):
+    import tensorflow as tf
+
+    from tbkit import metadata
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "train"))
+    with writer.as_default():
+        for step in range(3):
+            obj = json.dumps({"level": "info", "loss": "NaN" if step == 1 else step / 2})
+            tf.summary.write(
+                "log", tf.constant([obj]), step=tf.constant(step, tf.int64),
+                metadata=metadata.create_summary_metadata(),
+            )  # fmt: skip
+    writer.close()
+    out = run_python(BLOCK_TENSORFLOW + """
+import sys
+import tbkit
+from tbkit.read import to_pandas
+print([(r.run, r.tag, r.step, r.level, r.fields) for r in tbkit.read_records(sys.argv[1])])
+print(to_pandas(sys.argv[1])["loss"].tolist())
+print(sorted(m for m in sys.modules if m.startswith("tensorflow")))
+""", str(tmp_path))  # fmt: skip
+    assert out.splitlines() == [
+        "[('train', 'log', 0, 'info', {'loss': 0.0}), ('train', 'log', 1, 'info', "
+        "{'loss': 'NaN'}), ('train', 'log', 2, 'info', {'loss': 1.0})]",
+        "[0.0, nan, 1.0]",
+        "[]",
+    ]
