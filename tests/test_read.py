@@ -20,7 +20,7 @@ from tensorboard.compat.proto import summary_pb2
 
 import tbkit
 from tbkit import metadata
-from tbkit.errors import TbkitTypeError
+from tbkit.errors import DataLossWarning, TbkitTypeError
 from tbkit.read import Record, read_records, to_pandas
 
 
@@ -220,7 +220,7 @@ def test_corrupt_data_skips_one_record_with_a_warning(tmp_path, step):
     start, _ = frame_holding(data, f"m{step:04d}k1".encode())
     data[data.index(f"m{step:04d}k1".encode())] ^= 0x01
     path.write_bytes(data)
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(DataLossWarning) as caught:
         records = list(read_records(tmp_path))
     assert [str(w.message) for w in caught] == [
         f"tbkit: skipped a corrupt record (data checksum mismatch) in {path} "
@@ -236,7 +236,7 @@ def test_corrupt_length_resynchronises(tmp_path, byte):
     start, _ = frame_holding(data, b"m0002k0")
     data[start + byte] ^= 0x40
     path.write_bytes(data)
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(DataLossWarning) as caught:
         records = list(read_records(tmp_path))
     assert [str(w.message) for w in caught] == [
         f"tbkit: corrupt record length in {path} at byte offset {start}; "
@@ -250,7 +250,7 @@ def test_a_framed_record_that_is_not_an_event_is_skipped(tmp_path):
     data = path.read_bytes()
     start, end = frame_holding(data, b"m0000k0")  # step 0's datum again: it pre-empts step 1
     path.write_bytes(data + tfrecord(b"\x0a\xff") + tfrecord(data[start + 12 : end - 4]))
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(DataLossWarning) as caught:
         records = list(read_records(tmp_path))
     assert [str(w.message) for w in caught] == [
         f"tbkit: skipped a record that is not an Event in {path} at byte offset {len(data)}."
@@ -261,7 +261,7 @@ def test_a_framed_record_that_is_not_an_event_is_skipped(tmp_path):
 def test_an_event_file_that_cannot_be_opened_is_skipped(tmp_path):
     write_events(tmp_path, ITEMS[:1])
     (tmp_path / "events.out.tfevents.zz.broken").symlink_to(tmp_path / "nowhere")
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(DataLossWarning) as caught:
         records = list(read_records(tmp_path))
     (message,) = [str(w.message) for w in caught]
     assert message.startswith(f"tbkit: skipped event file {tmp_path}/events.out.tfevents.zz.broken")
@@ -334,7 +334,7 @@ def test_future_schema_is_skipped_with_one_warning(tmp_path):
     write_events(run, [("new", s, datum(s)) for s in range(20)], meta=future)
     write_events(run, [("new", s, datum(s)) for s in range(20, 30)], meta=future)
     write_events(run, ITEMS[:2])
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(DataLossWarning) as caught:
         records = list(read_records(tmp_path))
     assert [str(w.message) for w in caught] == [
         "tbkit: skipping run 'r' tag 'new': its records have schema version 2, newer than "
@@ -361,7 +361,7 @@ LEVELS = "('debug', 'info', 'warning', 'error')"
 def test_objects_that_are_not_strict_json_are_skipped(tmp_path, bad, reason):
     good = {"level": "info", "x": 1}
     write_events(tmp_path / "r", [("t", 3, [good, bad, good])])
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(DataLossWarning) as caught:
         records = list(read_records(tmp_path))
     assert rows(records) == [("r", "t", 3, "info", {"x": 1})] * 2
     (message,) = [str(w.message) for w in caught]
@@ -372,7 +372,7 @@ def test_objects_that_are_not_strict_json_are_skipped(tmp_path, bad, reason):
 def test_objects_that_do_not_parse_warn_once_per_tag_then_count(tmp_path):
     items = [(t, s, ["{", {"level": "info"}, "{"]) for s in range(50) for t in ("a", "b")]
     write_events(tmp_path / "r", items + [("c", 0, ["{"])])
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(DataLossWarning) as caught:
         records = list(read_records(tmp_path))
     assert len(records) == 100
     reason = "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
