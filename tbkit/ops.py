@@ -153,8 +153,7 @@ def bucketize(data: tf.Tensor, bucket_count: int = DEFAULT_BUCKETS) -> tf.Tensor
     data = tf.reshape(tf.cast(data, tf.float64), [-1])
     size = tf.size(data)
 
-    def spread():
-        low, high = tf.reduce_min(data), tf.reduce_max(data)
+    def spread(low, high):
         width = (high - low) / bucket_count
         index = tf.clip_by_value(tf.floor((data - low) / width), 0, bucket_count - 1)
         # Values the edges cannot place (NaN) go past the last bucket, which bincount drops.
@@ -166,15 +165,18 @@ def bucketize(data: tf.Tensor, bucket_count: int = DEFAULT_BUCKETS) -> tf.Tensor
         edges = tf.concat([tf.linspace(low, high, bucket_count + 1)[:-1], [high]], 0)
         return tf.stack([edges[:-1], edges[1:], counts], axis=1)
 
-    def single_value():
-        edges = tf.fill([bucket_count], data[0])
+    def single_value(value):
+        edges = tf.fill([bucket_count], value)
         counts = tf.concat(
             [tf.zeros([bucket_count - 1], tf.float64), [tf.cast(size, tf.float64)]], 0
         )
         return tf.stack([edges, edges, counts], axis=1)
 
     def non_empty():
-        return tf.cond(tf.equal(tf.reduce_min(data), tf.reduce_max(data)), single_value, spread)
+        low, high = tf.reduce_min(data), tf.reduce_max(data)
+        return tf.cond(
+            tf.equal(low, high), lambda: single_value(high), lambda: spread(low, high)
+        )
 
     return tf.cond(tf.equal(size, 0), lambda: tf.zeros([bucket_count, 3], tf.float64), non_empty)
 

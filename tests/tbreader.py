@@ -10,16 +10,24 @@ from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.util import tensor_util
 
 
-def summaries(run_dir: str) -> dict[str, list[tuple[int, object]]]:
-    """``{tag: [(step, value as numpy), ...]}`` for every summary value in ``run_dir``."""
-    found: dict[str, list[tuple[int, object]]] = collections.defaultdict(list)
+def values(run_dir: str) -> dict[str, list]:
+    """``{tag: [(step, Summary.Value), ...]}`` for every summary value in ``run_dir``."""
+    found: dict[str, list] = collections.defaultdict(list)
     for path in sorted(glob.glob(os.path.join(run_dir, "*tfevents*"))):
         for event in event_file_loader.EventFileLoader(path).Load():
             for value in event.summary.value:
-                found[value.tag].append((event.step, tensor_util.make_ndarray(value.tensor)))
+                found[value.tag].append((event.step, value))
     return dict(found)
+
+
+def summaries(run_dir: str) -> dict[str, list[tuple[int, object]]]:
+    """``{tag: [(step, value as numpy), ...]}`` for every summary value in ``run_dir``."""
+    return {
+        tag: [(step, tensor_util.make_ndarray(value.tensor)) for step, value in pairs]
+        for tag, pairs in values(run_dir).items()
+    }
 
 
 def steps(run_dir: str) -> dict[str, list[int]]:
     """``{tag: [step, ...]}`` in the order written."""
-    return {tag: [step for step, _ in values] for tag, values in summaries(run_dir).items()}
+    return {tag: [step for step, _ in pairs] for tag, pairs in values(run_dir).items()}
