@@ -89,6 +89,11 @@ class Schedule:
         """The phases as ``{first_step: interval}``."""
         return dict(zip(self._starts, self._intervals, strict=True))
 
+    @property
+    def intervals(self) -> tuple[int, ...]:
+        """The interval of each phase, in phase order."""
+        return self._intervals
+
     def interval_at(self, step: int) -> int:
         """The interval in force at ``step`` (pure Python)."""
         return self._intervals[bisect.bisect_right(self._starts, step) - 1]

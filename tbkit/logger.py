@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tbkit import context, levels, ops
 from tbkit.errors import LoggerClosedError, TbkitTypeError, TbkitValueError, expected
+from tbkit.writer import UnflushedWriter
 
 _STEP_EXPECTED = "a scalar int64 tf.Variable such as optimizer.iterations"
 
@@ -84,6 +85,7 @@ class SummaryLogger(tf.Module):
         self._writer = tf.summary.create_file_writer(
             self._logdir, max_queue=max_queue, flush_millis=flush_millis
         )
+        self._unflushed = UnflushedWriter(self._writer)
         self._closed = False
         self._finalizer = weakref.finalize(self, _close_writer, self._writer)
 
@@ -110,6 +112,15 @@ class SummaryLogger(tf.Module):
         """True when the logger made its step; then its decorated steps advance it."""
         return self._owns_step
 
+    def writing(self, step: Any = None):
+        """A context in which ``tf.summary`` ops write to this run (at ``step``, if given).
+
+        Unlike ``writer.as_default()`` it adds no flush at its end, so a traced step does not
+        write to disk on every call.
+        """
+        self._check_open()
+        return self._unflushed.as_default(step=step)
+
     def schedule(self, level: str) -> levels.Schedule:
         """The interval in force for ``level``."""
         return self._schedules[levels.level_index(level)]
@@ -118,13 +129,16 @@ class SummaryLogger(tf.Module):
         """Change the threshold while training runs; traced steps see it without retracing."""
         self.threshold.assign(levels.level_index(level))
 
+    def schedule_for(self, pending: ops.Pending) -> levels.Schedule:
+        """The interval ``pending`` records at: its own ``every=``, else its level's."""
+        return pending.schedule or self._schedules[pending.level]
+
     def should_record(self, pending: ops.Pending, step: tf.Tensor, threshold: tf.Tensor):
         """The in-graph decision for ``pending`` at ``step``: threshold, then when or interval."""
         enabled = tf.less_equal(threshold, pending.level)
         if pending.when is not None:
             return tf.logical_and(enabled, pending.when)
-        schedule = pending.schedule or self._schedules[pending.level]
-        return tf.logical_and(enabled, schedule.predicate(step))
+        return tf.logical_and(enabled, self.schedule_for(pending).predicate(step))
 
     def level_predicate(self, level: str, step: tf.Tensor) -> Callable[[], tf.Tensor]:
         """A callable for ``tf.summary.record_if``: true when ``level`` records at ``step``."""
@@ -143,7 +157,7 @@ class SummaryLogger(tf.Module):
         recorded = self.should_record(pending, step, self.threshold.read_value())
 
         def write():
-            with self._writer.as_default(), tf.summary.record_if(True):
+            with self.writing(), tf.summary.record_if(True):
                 ops.write(pending, step)
 
         tf.cond(recorded, write, lambda: None)
@@ -162,12 +176,13 @@ class SummaryLogger(tf.Module):
         """Make this logger the one ops report to in this thread, without closing it after.
 
         The logger's writer is the default writer inside, at the logger's step, so a user's
-        own ``tf.summary`` calls land in the same run.
+        own ``tf.summary`` calls land in the same run. Leaving the block does not flush: the
+        writer's queue and timer do, and :meth:`flush`/:meth:`close`.
         """
         self._check_open()
         context.push(self)
         try:
-            with self._writer.as_default(step=self.step):
+            with self.writing(step=self.step):
                 yield self
         finally:
             context.pop(self)

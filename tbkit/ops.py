@@ -86,13 +86,15 @@ def _as_condition(op: str, name: str, when: Any) -> tf.Tensor:
     return tensor
 
 
-def _numeric(op: str, name: str, data: Any) -> tf.Tensor:
-    tensor = tf.convert_to_tensor(data)
-    if not (tensor.dtype.is_floating or tensor.dtype.is_integer or tensor.dtype == tf.bool):
+def _numeric(op: str, name: str, data: Any) -> tf.Tensor | tf.Variable:
+    """Check that ``data`` holds real numbers. A variable is kept as is, to be read only on
+    recorded steps (so it shows the value the step leaves)."""
+    value = data if isinstance(data, tf.Variable) else tf.convert_to_tensor(data)
+    if not (value.dtype.is_floating or value.dtype.is_integer or value.dtype == tf.bool):
         raise TbkitTypeError(
-            f"tbkit.{op}({name!r}) needs real numbers (got dtype {tensor.dtype.name})."
+            f"tbkit.{op}({name!r}) needs real numbers (got dtype {value.dtype.name})."
         )
-    return tf.stop_gradient(tensor)
+    return value
 
 
 @tf.autograph.experimental.do_not_convert
@@ -115,14 +117,14 @@ def scalar(
         when: a scalar bool tensor: record exactly on the steps where it is true.
         description: shown in TensorBoard beside the plot.
     """
-    tensor = _numeric("scalar", name, data)
-    if tensor.shape.rank is not None and tensor.shape.rank != 0:
+    value = _numeric("scalar", name, data)
+    if value.shape.rank is not None and value.shape.rank != 0:
         raise TbkitValueError(
-            f"tbkit.scalar({name!r}) needs a scalar (got shape {tensor.shape}): log a "
+            f"tbkit.scalar({name!r}) needs a scalar (got shape {value.shape}): log a "
             "histogram, reduce it, or record it as a field."
         )
     md = scalar_metadata.create_summary_metadata(display_name=name, description=description)
-    _submit("scalar", name, level, every, when, lambda: tf.cast(tensor, tf.float32), md)
+    _submit("scalar", name, level, every, when, lambda: tf.cast(value, tf.float32), md)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -143,14 +145,14 @@ def histogram(
     """
     if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets <= 0:
         raise TbkitValueError(expected("buckets", "a positive int", buckets))
-    tensor = _numeric("histogram", name, data)
+    value = _numeric("histogram", name, data)
     md = histogram_metadata.create_summary_metadata(display_name=name, description=description)
-    _submit("histogram", name, level, every, when, lambda: bucketize(tensor, buckets), md)
+    _submit("histogram", name, level, every, when, lambda: bucketize(value, buckets), md)
 
 
 def bucketize(data: tf.Tensor, bucket_count: int = DEFAULT_BUCKETS) -> tf.Tensor:
     """TensorBoard's ``[bucket_count, 3]`` float64 histogram (left edge, right edge, count)."""
-    data = tf.reshape(tf.cast(data, tf.float64), [-1])
+    data = tf.reshape(tf.cast(tf.stop_gradient(data), tf.float64), [-1])
     size = tf.size(data)
 
     def spread(low, high):

@@ -9,6 +9,7 @@ Then the step variable is incremented: ops in a call see the step before it.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -60,40 +61,62 @@ class StepCollector:
 
     @tf.autograph.experimental.do_not_convert
     def emit(self) -> None:
-        """Add the recorded branches for everything collected."""
+        """Add the recorded branch for everything collected.
+
+        On every step only a cheap gate runs: the threshold admits one of the collected levels
+        and the step is a multiple of the gcd of every interval in use (or some ``when`` is
+        true). Behind the gate, one call of a function that is not inlined decides each rule
+        exactly and writes, so a step that records nothing never visits the formatting ops.
+        """
         if not self._pending:
             return
-        threshold = self.logger.threshold.read_value()
         groups: dict[Any, list[ops.Pending]] = {}
-        predicates: dict[Any, tf.Tensor] = {}
         for pending in self._pending:
             if pending.when is not None:
                 key: Any = ("when", id(pending))
             else:
-                key = (pending.level, pending.schedule or self.logger._schedules[pending.level])
+                key = (pending.level, self.logger.schedule_for(pending))
             groups.setdefault(key, []).append(pending)
-            if key not in predicates:
-                predicates[key] = self.logger.should_record(pending, self.step, threshold)
 
-        def write(batch: list[ops.Pending]) -> Callable[[], None]:
-            def branch() -> None:
-                with self.logger._writer.as_default(), tf.summary.record_if(True):
-                    for pending in batch:
-                        ops.write(pending, self.step)
+        def record() -> None:
+            threshold = self.logger.threshold.read_value()
+            with self.logger.writing(), tf.summary.record_if(True):
+                for batch in groups.values():
+                    recorded = self.logger.should_record(batch[0], self.step, threshold)
+                    tf.cond(recorded, functools.partial(_write, batch, self.step), _nothing)
 
-            return branch
+        recorder = tf.function(
+            record, autograph=False, experimental_attributes={"_noinline": True}
+        )
+        tf.cond(self._gate(groups), recorder, _nothing)
 
-        if len(groups) == 1:
-            ((key, batch),) = groups.items()
-            tf.cond(predicates[key], write(batch), lambda: None)
-            return
+    def _gate(self, groups: dict[Any, list[ops.Pending]]) -> tf.Tensor:
+        """True on every step where some group may record (a superset of them, cheaply)."""
+        intervals: set[int] = set()
+        whens = []
+        for key, batch in groups.items():
+            if key[0] == "when":
+                whens.append(batch[0].when)
+            else:
+                intervals.update(key[1].intervals)
+        due = list(whens)
+        if intervals:
+            every = math.gcd(*intervals)
+            due.append(
+                tf.constant(True) if every == 1 else tf.equal(tf.math.floormod(self.step, every), 0)
+            )
+        due_now = due[0] if len(due) == 1 else tf.reduce_any(tf.stack(due))
+        top = max(batch[0].level for batch in groups.values())
+        return tf.logical_and(tf.less_equal(self.logger.threshold, top), due_now)
 
-        def write_each() -> None:
-            for key, batch in groups.items():
-                tf.cond(predicates[key], write(batch), lambda: None)
 
-        anything = tf.reduce_any(tf.stack(list(predicates.values())))
-        tf.cond(anything, write_each, lambda: None)
+def _write(batch: list[ops.Pending], step: tf.Tensor) -> None:
+    for pending in batch:
+        ops.write(pending, step)
+
+
+def _nothing() -> None:
+    return None
 
 
 class TrainStep:
@@ -145,7 +168,7 @@ class TrainStep:
             collector = StepCollector(logger, step, name)
             context.push(collector)
             try:
-                with logger._writer.as_default(step=step), tf.summary.record_if(
+                with logger.writing(step=step), tf.summary.record_if(
                     logger.level_predicate("info", step)
                 ):
                     outputs = fn(*args, **kwargs)

@@ -97,6 +97,27 @@ def test_expensive_work_lives_only_inside_recorded_branches(tmp_path):
     assert branch_ops & {"Bincount", "DenseBincount"}
 
 
+def test_a_step_neither_flushes_nor_reads_logged_variables_on_every_call(tmp_path):
+    weight = tf.Variable(tf.ones([4, 4]))
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+
+        @log.train_step
+        def step(x):
+            tbkit.histogram("weight", weight)
+            tbkit.scalar("x", x)
+            tf.summary.scalar("users_own", x)
+
+        step(tf.constant(1.0))
+        graph = step.function.get_concrete_function(tf.TensorSpec([], tf.float32)).graph
+    outer = [op.type for op in graph.get_operations()]
+    library = [node.op for f in graph.as_graph_def().library.function for node in f.node_def]
+    assert "FlushSummaryWriter" not in outer + library  # data reaches disk by queue and timer
+    assert "ReadVariableOp" in library
+    (inside,) = [internal for external, internal in graph.captures if external is weight.handle]
+    readers = {op.type for op in inside.consumers()}
+    assert "ReadVariableOp" not in readers  # the weight is read only when recorded
+
+
 def test_jit_compile_is_refused_until_supported(tmp_path):
     with tbkit.SummaryLogger(str(tmp_path)) as log:
         with pytest.raises(tbkit.TbkitValueError, match=r"^'jit_compile' must be False or None"):
