@@ -33,7 +33,7 @@ def _step_variable(step: Any) -> tf.Variable:
         raise TbkitTypeError(expected("step", _STEP_EXPECTED, step))
     if variable.dtype != tf.int64 or variable.shape.rank != 0:
         raise TbkitTypeError(
-            f"'step' must be {_STEP_EXPECTED} (got a {variable.dtype.name} variable "
+            f"'step' must be {_STEP_EXPECTED} (got the {variable.dtype.name} variable "
             f"{variable.name!r} of shape {variable.shape})."
         )
     return variable
@@ -86,7 +86,11 @@ class SummaryLogger(tf.Module):
             self._logdir, max_queue=max_queue, flush_millis=flush_millis
         )
         self._unflushed = UnflushedWriter(self._writer)
+        # Read by every write branch: a function traced under this logger and called after
+        # close() fails with a clear message instead of TensorFlow's missing-resource error.
+        self._open = tf.Variable(True, trainable=False, name="open")
         self._closed = False
+        self._entered: list = []
         self._finalizer = weakref.finalize(self, _close_writer, self._writer)
 
     # -- what it writes, and when ------------------------------------------------------------
@@ -121,13 +125,18 @@ class SummaryLogger(tf.Module):
         self._check_open()
         return self._unflushed.as_default(step=step)
 
-    def schedule(self, level: str) -> levels.Schedule:
-        """The interval in force for ``level``."""
-        return self._schedules[levels.level_index(level)]
-
     def set_level(self, level: str) -> None:
         """Change the threshold while training runs; traced steps see it without retracing."""
         self.threshold.assign(levels.level_index(level))
+
+    def assert_open(self) -> tf.Operation:
+        """An op that fails a write branch when this logger has been closed since tracing."""
+        return tf.debugging.Assert(
+            self._open,
+            [f"tbkit: a traced function writes to the closed SummaryLogger at {self._logdir}. "
+             "A tf.function keeps the logger it was traced under: trace it again under an "
+             "open logger, or decorate it with @log.train_step."],
+        )
 
     def schedule_for(self, pending: ops.Pending) -> levels.Schedule:
         """The interval ``pending`` records at: its own ``every=``, else its level's."""
@@ -158,7 +167,8 @@ class SummaryLogger(tf.Module):
 
         def write():
             with self.writing(), tf.summary.record_if(True):
-                ops.write(pending, step)
+                with tf.control_dependencies([self.assert_open()]):
+                    ops.write(pending, step)
 
         tf.cond(recorded, write, lambda: None)
 
@@ -188,15 +198,17 @@ class SummaryLogger(tf.Module):
             context.pop(self)
 
     def __enter__(self) -> SummaryLogger:
-        self._active = self.as_default()
-        return self._active.__enter__()
+        entered = self.as_default()
+        entered.__enter__()
+        self._entered.append(entered)
+        return self
 
     def __exit__(self, *exc_info) -> None:
         try:
-            self._active.__exit__(*exc_info)
+            self._entered.pop().__exit__(*exc_info)
         finally:
-            del self._active
-            self.close()
+            if not self._entered:  # the outermost `with log:` closes
+                self.close()
 
     def flush(self) -> None:
         """Write everything queued to disk."""
@@ -207,6 +219,7 @@ class SummaryLogger(tf.Module):
         """Flush and close the writer; later writes raise :class:`LoggerClosedError`."""
         if not self._closed:
             self._closed = True
+            self._open.assign(False)
             self._finalizer()
 
     def train_step(self, fn: Callable | None = None, **options: Any):

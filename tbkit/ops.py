@@ -19,9 +19,7 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from tbkit import context, levels, metadata, records
 from tbkit.errors import NoActiveLoggerError, TbkitTypeError, TbkitValueError, expected
-
-#: Number of buckets a histogram has unless ``buckets=`` says otherwise (TensorBoard's default).
-DEFAULT_BUCKETS = 30
+from tbkit.summary_pb import DEFAULT_BUCKETS
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -16,15 +16,27 @@ from typing import Any
 import tensorflow as tf
 
 from tbkit import context, ops
-from tbkit.errors import TbkitValueError
+from tbkit.errors import TbkitTypeError, TbkitValueError, expected
+
+_LOOP_GRAPHS = ("WhileBodyFuncGraph", "WhileCondFuncGraph")  # tf.while_loop, scan, map_fn...
 
 
-def _inside_while_loop(graph, outer) -> bool:
-    while graph is not None and graph is not outer:
-        if graph.name.startswith("while_body") or graph.name.startswith("while_cond"):
-            return True
+def _lineage(graph, outer) -> list:
+    """``graph`` and its enclosing graphs up to and including ``outer``."""
+    chain = [graph]
+    while graph is not outer and graph is not None:
         graph = getattr(graph, "outer_graph", None)
-    return False
+        chain.append(graph)
+    return chain
+
+
+def _inside_loop(graph, outer) -> bool:
+    return any(type(g).__name__ in _LOOP_GRAPHS for g in _lineage(graph, outer))
+
+
+def _exclusive(first, second, outer) -> bool:
+    """Whether two graphs are different branches, so at most one of them runs in a call."""
+    return first not in _lineage(second, outer) and second not in _lineage(first, outer)
 
 
 class StepCollector:
@@ -36,21 +48,22 @@ class StepCollector:
         self.name = name
         self.graph = tf.compat.v1.get_default_graph()
         self._pending: list[ops.Pending] = []
-        self._tags: set[str] = set()
+        self._tags: dict[str, list] = {}  # tag → the graphs (body or branches) logging it
 
     @tf.autograph.experimental.do_not_convert
     def submit(self, pending: ops.Pending) -> None:
         """Take a summary from an op called while the step's body traces."""
-        if pending.tag in self._tags:
+        graph = tf.compat.v1.get_default_graph()
+        earlier = self._tags.setdefault(pending.tag, [])
+        if any(not _exclusive(graph, other, self.graph) for other in earlier):
             raise TbkitValueError(
                 f"tag {pending.tag!r} is logged twice in one call of {self.name}: TensorBoard "
                 "keeps one value per (tag, step), so give each call its own name."
             )
-        self._tags.add(pending.tag)
-        graph = tf.compat.v1.get_default_graph()
+        earlier.append(graph)
         if graph is self.graph:
             self._pending.append(pending)
-        elif _inside_while_loop(graph, self.graph):
+        elif _inside_loop(graph, self.graph):
             raise TbkitValueError(
                 f"tbkit.{pending.op}({pending.tag!r}) is inside a loop of {self.name}: every "
                 "iteration would write the same (tag, step) and TensorBoard keeps one. Log "
@@ -80,7 +93,9 @@ class StepCollector:
 
         def record() -> None:
             threshold = self.logger.threshold.read_value()
-            with self.logger.writing(), tf.summary.record_if(True):
+            with self.logger.writing(), tf.summary.record_if(True), tf.control_dependencies(
+                [self.logger.assert_open()]
+            ):
                 for batch in groups.values():
                     recorded = self.logger.should_record(batch[0], self.step, threshold)
                     tf.cond(recorded, functools.partial(_write, batch, self.step), _nothing)
@@ -93,13 +108,14 @@ class StepCollector:
     def _gate(self, groups: dict[Any, list[ops.Pending]]) -> tf.Tensor:
         """True on every step where some group may record (a superset of them, cheaply)."""
         intervals: set[int] = set()
-        whens = []
+        due = []
         for key, batch in groups.items():
             if key[0] == "when":
-                whens.append(batch[0].when)
+                due.append(batch[0].when)
+            elif len(key[1].intervals) > 1:  # a phased schedule: its own exact predicate
+                due.append(key[1].predicate(self.step))
             else:
                 intervals.update(key[1].intervals)
-        due = list(whens)
         if intervals:
             every = math.gcd(*intervals)
             due.append(
@@ -139,7 +155,7 @@ class TrainStep:
         self, logger, fn: Callable, *, advance: bool | None = None, **function_options: Any
     ):
         if not callable(fn):
-            raise TypeError(f"@train_step decorates a function (got {fn!r})")
+            raise TbkitTypeError(expected("fn", "a function to decorate", fn))
         if isinstance(fn, tf.types.experimental.PolymorphicFunction):
             function_options.setdefault("input_signature", fn.input_signature)
             fn = fn.python_function
@@ -152,7 +168,10 @@ class TrainStep:
         unknown = set(function_options) - {"input_signature", "reduce_retracing", "autograph",
                                            "jit_compile", "experimental_attributes"}
         if unknown:
-            raise TypeError(f"@train_step got unexpected options: {sorted(unknown)}")
+            raise TbkitTypeError(
+                f"@train_step got unknown options {sorted(unknown)}: it takes 'advance', "
+                "'input_signature', 'reduce_retracing', 'autograph' and 'experimental_attributes'."
+            )
         self._logger = logger
         self._fn = fn
         self._advance = logger.owns_step if advance is None else bool(advance)
@@ -184,6 +203,10 @@ class TrainStep:
     def __call__(self, *args, **kwargs):
         self._logger._check_open()
         return self.function(*args, **kwargs)
+
+    def __get__(self, instance, owner=None):
+        """Decorating a method binds it like a function: ``model.train_step(x)``."""
+        return self if instance is None else functools.partial(self, instance)
 
     def experimental_get_tracing_count(self) -> int:
         """How many times the step has been traced."""

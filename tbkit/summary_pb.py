@@ -16,6 +16,7 @@ from tensorboard.util import tensor_util
 
 from tbkit import jsonenc, levels, metadata
 
+#: Number of buckets a histogram has unless ``buckets=`` says otherwise (TensorBoard's default).
 DEFAULT_BUCKETS = 30
 
 

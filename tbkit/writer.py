@@ -24,11 +24,5 @@ class UnflushedWriter(tf.summary.SummaryWriter):
     def _resource(self):
         return self._writer._resource
 
-    def init(self):
-        return self._writer.init()
-
     def flush(self) -> None:
         """Leave flushing to the writer's queue, its timer, and the logger's flush/close."""
-
-    def close(self):
-        return self._writer.close()

@@ -136,10 +136,10 @@ def test_an_op_with_no_active_logger_says_how_to_get_one():
         (5, "'step' must be a scalar int64 tf.Variable such as optimizer.iterations "
             "(got 5 that is a <class 'int'>)."),
         (lambda: tf.Variable(0, dtype=tf.int32, name="s32"),
-         "'step' must be a scalar int64 tf.Variable such as optimizer.iterations (got a int32 "
+         "'step' must be a scalar int64 tf.Variable such as optimizer.iterations (got the int32 "
          "variable 's32:0' of shape ())."),
         (lambda: tf.Variable([0, 1], dtype=tf.int64, name="vec"),
-         "'step' must be a scalar int64 tf.Variable such as optimizer.iterations (got a int64 "
+         "'step' must be a scalar int64 tf.Variable such as optimizer.iterations (got the int64 "
          "variable 'vec:0' of shape (2,))."),
     ],
 )

@@ -66,6 +66,35 @@ def test_a_closed_logger_refuses_to_write(tmp_path):
             pass
 
 
+def test_a_users_function_traced_under_a_closed_logger_fails_clearly(tmp_path):
+    first = tbkit.SummaryLogger(str(tmp_path / "a"))
+
+    @tf.function
+    def users_own(x):
+        tbkit.scalar("x", x, level="error")
+
+    with first.as_default():
+        users_own(tf.constant(1.0))
+    first.close()
+    with tbkit.SummaryLogger(str(tmp_path / "b")).as_default():
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match="writes to the closed SummaryLogger at .*a. A tf.function "
+                                 "keeps the logger it was traced under"):
+            users_own(tf.constant(2.0))
+    assert steps(str(tmp_path / "a")) == {"x": [0]}
+
+
+def test_nested_with_closes_at_the_outermost_exit(tmp_path):
+    log = tbkit.SummaryLogger(str(tmp_path))
+    with log:
+        with log:
+            tbkit.scalar("inner", 1.0, level="error")
+        assert not log.closed
+        tbkit.scalar("outer", 1.0, level="error")
+    assert log.closed
+    assert steps(str(tmp_path)) == {"inner": [0], "outer": [0]}
+
+
 def test_one_function_decorated_by_two_loggers_writes_two_runs(tmp_path):
     def body(x):
         tbkit.scalar("x", x, every=1)
@@ -124,6 +153,35 @@ def test_a_shared_step_is_advanced_by_its_owner_only(tmp_path):
     log.close()
     assert int(optimizer.iterations.numpy()) == 4
     assert steps(str(tmp_path)) == {"loss": [0, 1, 2, 3]}
+
+
+def test_decorated_steps_traced_in_four_threads_at_once_do_not_mix(tmp_path):
+    names = ["t0", "t1", "t2", "t3"]
+    barrier = threading.Barrier(len(names))
+    errors = []
+
+    def work(name):
+        try:
+            with tbkit.SummaryLogger(str(tmp_path / name), every={"info": 1}) as log:
+
+                @log.train_step
+                def step(x):
+                    barrier.wait(timeout=60)  # every thread traces at the same time
+                    tbkit.scalar(name, x)
+
+                for i in range(30):
+                    step(tf.constant(float(i)))
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == []
+    for name in names:
+        assert steps(str(tmp_path / name)) == {name: list(range(30))}
 
 
 def test_loggers_in_two_threads_do_not_mix(tmp_path):

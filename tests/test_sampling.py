@@ -94,6 +94,28 @@ def test_when_replaces_the_interval_and_respects_the_threshold(tmp_path):
     assert "hidden" not in recorded
 
 
+def test_when_at_a_sparse_level_ignores_that_levels_interval(tmp_path):
+    def body(x):
+        tbkit.scalar("rare_info", x, when=tf.equal(x, 3.0))  # info's interval is 100
+
+    run(str(tmp_path), body)
+    assert steps(str(tmp_path)) == {"rare_info": [3]}
+
+
+def test_read_records_sees_the_same_steps_as_tensorboard(tmp_path):
+    def body(x):
+        tbkit.record("log", {"x": x}, every=tbkit.Schedule.log_spaced())
+        tbkit.record("dense", {"x": x}, every=tbkit.Schedule({0: 10, 500: 250}))
+
+    run(str(tmp_path), body)
+    ours = {}
+    for r in tbkit.read_records(str(tmp_path)):
+        ours.setdefault(r.tag, []).append(r.step)
+        assert r.fields == {"x": float(r.step)} and r.level == "info"
+    assert ours == steps(str(tmp_path))
+    assert ours["dense"] == list(range(0, 500, 10)) + [500, 750]
+
+
 def test_threshold_changes_while_training_without_retracing(tmp_path):
     def between(log, i):
         if i == 400:
@@ -205,14 +227,25 @@ def test_histogram_on_recorded_steps_only_and_in_tensorboards_format(tmp_path):
     assert values[0][1][:, 2].sum() == data.size
 
 
-@pytest.mark.parametrize("loop", ["tf_range", "while_loop"])
+@pytest.mark.parametrize("loop", ["tf_range", "while_loop", "named_while_loop", "scan"])
 def test_ops_in_a_loop_are_refused_at_trace_time(tmp_path, loop):
+    def log_and_step(i):
+        tbkit.scalar("in_loop", x_seen[0])
+        return i + 1
+
+    x_seen = []
+
     def body(x):
+        x_seen[:] = [x]
         if loop == "tf_range":
             for i in tf.range(3):
                 tbkit.scalar("in_loop", x + tf.cast(i, tf.float32))
+        elif loop == "while_loop":
+            tf.while_loop(lambda i: i < 3, log_and_step, [0])
+        elif loop == "named_while_loop":
+            tf.while_loop(lambda i: i < 3, log_and_step, [0], name="inner")
         else:
-            tf.while_loop(lambda i: i < 3, lambda i: (tbkit.scalar("in_loop", x), i + 1)[1], [0])
+            tf.scan(lambda acc, v: log_and_step(acc), tf.range(3))
 
     with pytest.raises(tbkit.TbkitValueError, match="'in_loop'\\) is inside a loop of"):
         run(str(tmp_path), body, steps_=1)

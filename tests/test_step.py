@@ -138,3 +138,61 @@ def test_a_tag_logged_twice_in_one_step_is_refused_at_trace_time(tmp_path):
         "tag 'train' is logged twice in one call of test_a_tag_logged_twice_in_one_step_is_"
         "refused_at_trace_time.<locals>.twice: TensorBoard keeps one value per (tag, step)"
     )
+
+
+def test_one_tag_in_both_branches_of_an_if_is_allowed_and_writes_the_branch_taken(tmp_path):
+    with tbkit.SummaryLogger(str(tmp_path), every={"info": 1}) as log:
+
+        @log.train_step
+        def step(x):
+            if x > 1.0:
+                tbkit.scalar("value", x)
+            else:
+                tbkit.scalar("value", -x)
+
+        for value in (0.5, 2.0, 1.0):
+            step(tf.constant(value))
+    from tbreader import summaries
+
+    assert [(s, float(v)) for s, v in summaries(str(tmp_path))["value"]] == [
+        (0, -0.5), (1, 2.0), (2, -1.0)
+    ]
+
+
+def test_one_tag_in_the_body_and_in_a_branch_is_refused(tmp_path):
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+
+        @log.train_step
+        def step(x):
+            tbkit.scalar("value", x)
+            if x > 1.0:
+                tbkit.scalar("value", -x)
+
+        with pytest.raises(tbkit.TbkitValueError, match="^tag 'value' is logged twice"):
+            step(tf.constant(1.0))
+
+
+def test_decorates_a_method(tmp_path):
+    class Trainer:
+        def __init__(self, log):
+            self.scale = tf.Variable(2.0)
+            self.step = log.train_step(self.step_impl)
+
+        def step_impl(self, x):
+            tbkit.scalar("scaled", x * self.scale, every=1)
+            return x * self.scale
+
+    class Declared:
+        log = tbkit.SummaryLogger(str(tmp_path / "declared"))
+
+        @log.train_step
+        def train_step(self, x):
+            tbkit.scalar("x", x, every=1)
+            return x + 1.0
+
+    with tbkit.SummaryLogger(str(tmp_path / "bound")) as log:
+        assert float(Trainer(log).step(tf.constant(3.0))) == 6.0
+    assert float(Declared().train_step(tf.constant(1.0))) == 2.0
+    Declared.log.close()
+    assert steps(str(tmp_path / "declared")) == {"x": [0]}
+    assert steps(str(tmp_path / "bound")) == {"scaled": [0]}
