@@ -98,12 +98,10 @@ class StepCollector:
             ):
                 for batch in groups.values():
                     recorded = self.logger.should_record(batch[0], self.step, threshold)
-                    tf.cond(recorded, functools.partial(_write, batch, self.step), _nothing)
+                    tf.cond(recorded, _not_inlined(functools.partial(_write, batch, self.step)),
+                            _nothing)
 
-        recorder = tf.function(
-            record, autograph=False, experimental_attributes={"_noinline": True}
-        )
-        tf.cond(self._gate(groups), recorder, _nothing)
+        tf.cond(self._gate(groups), _not_inlined(record), _nothing)
 
     def _gate(self, groups: dict[Any, list[ops.Pending]]) -> tf.Tensor:
         """True on every step where some group may record (a superset of them, cheaply)."""
@@ -129,6 +127,13 @@ class StepCollector:
 def _write(batch: list[ops.Pending], step: tf.Tensor) -> None:
     for pending in batch:
         ops.write(pending, step)
+
+
+def _not_inlined(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` as a function TensorFlow calls rather than inlines: as the branch of a
+    ``tf.cond`` it is one node, so a step that does not take the branch never visits its ops.
+    """
+    return tf.function(fn, autograph=False, experimental_attributes={"_noinline": True})
 
 
 def _nothing() -> None:
