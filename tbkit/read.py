@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 _HEADER = struct.Struct("<QI")  # data length, its masked CRC; then data, its masked CRC
 _NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
-_NOT_OURS = -1  # schema version of a tag that belongs to another plugin
+NOT_OURS = -1  # schema version of a tag that belongs to another plugin
 
 
 def _warn(message: str) -> None:
@@ -76,15 +76,16 @@ def _frame_at(f: BinaryIO, offset: int, size: int) -> tuple[str, bytes]:
     return ("ok" if _masked_crc(data) == int.from_bytes(footer, "little") else "data"), data
 
 
-def _frames(path: str) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(byte offset, data)`` of every intact TFRecord in the file at ``path``."""
+def iter_frames(path: str, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(byte offset, data)`` of every intact TFRecord in the file at ``path`` from byte
+    ``start`` on (a record boundary; the plugin resumes where its last read ended)."""
     try:
         f = open(path, "rb")
     except OSError as e:
         _warn(f"skipped event file {path}: {e}")
         return
     with f:
-        offset, size = 0, os.fstat(f.fileno()).st_size
+        offset, size = start, os.fstat(f.fileno()).st_size
         while (status := _frame_at(f, offset, size))[0] != "end":
             kind, data = status
             if kind == "length":  # scan for the next offset where both checksums hold
@@ -104,28 +105,28 @@ def _frames(path: str) -> Iterator[tuple[int, bytes]]:
 
 def _events(path: str) -> Iterator[event_pb2.Event]:
     """Yield the ``Event`` protos of one event file."""
-    for offset, data in _frames(path):
+    for offset, data in iter_frames(path):
         try:
             yield event_pb2.Event.FromString(data)
         except DecodeError:
             _warn(f"skipped a record that is not an Event in {path} at byte offset {offset}.")
 
 
-def _schema_version(run: str, tag: str, meta: Any) -> int:
-    """The tbkit schema version a tag's metadata declares, or ``_NOT_OURS``."""
+def schema_version_of(run: str, tag: str, meta: Any) -> int:
+    """The tbkit schema version a tag's metadata declares, or ``NOT_OURS``."""
     if meta.plugin_data.plugin_name != metadata.PLUGIN_NAME:
-        return _NOT_OURS
+        return NOT_OURS
     try:
         version = metadata.parse_plugin_content(meta.plugin_data.content)
     except ValueError as e:
         _warn(f"skipping run {run!r} tag {tag!r}: {e}.")
-        return _NOT_OURS
+        return NOT_OURS
     if version > metadata.SCHEMA_VERSION:
         _warn(
             f"skipping run {run!r} tag {tag!r}: its records have schema version {version}, "
             f"newer than version {metadata.SCHEMA_VERSION} that this tbkit reads; upgrade tbkit."
         )
-        return _NOT_OURS
+        return NOT_OURS
     return version
 
 
@@ -136,7 +137,7 @@ def _reject_constant(name: str) -> Any:
 _STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _decode(run: str, tag: str, step: int, wall_time: float, tensor: Any, bad: Counter):
+def decode_datum(run: str, tag: str, step: int, wall_time: float, tensor: Any, bad: Counter):
     """Yield one datum's records; warn only about a tag's first object that does not parse."""
     for raw in tensor.string_val:
         try:
@@ -170,8 +171,8 @@ def _run_records(run: str, paths: list[str], tag: str | None) -> Iterator[Record
                 if tag is not None and value.tag != tag:
                     continue
                 if value.tag not in versions and value.metadata.plugin_data.plugin_name:
-                    versions[value.tag] = _schema_version(run, value.tag, value.metadata)
-                if versions.get(value.tag) == _NOT_OURS:
+                    versions[value.tag] = schema_version_of(run, value.tag, value.metadata)
+                if versions.get(value.tag) == NOT_OURS:
                     series.pop(value.tag, None)
                     continue
                 if value.tensor.dtype != types_pb2.DT_STRING:
@@ -184,7 +185,7 @@ def _run_records(run: str, paths: list[str], tag: str | None) -> Iterator[Record
     bad: Counter = Counter()
     decided = [data for name, data in series.items() if name in versions]
     for _, step, wall_time, name, tensor in heapq.merge(*decided):  # seq is unique
-        yield from _decode(run, name, step, wall_time, tensor, bad)
+        yield from decode_datum(run, name, step, wall_time, tensor, bad)
     for name, count in bad.items():
         if count > 1:
             _warn(f"skipped {count} objects that do not parse in run {run!r} tag {name!r}.")
@@ -196,7 +197,7 @@ def _check_filters(run: Any, tag: Any) -> None:
             raise TbkitTypeError(expected(arg, "a str or None", value))
 
 
-def _runs(logdir: str) -> list[tuple[str, list[str]]]:
+def run_files(logdir: str) -> list[tuple[str, list[str]]]:
     """The runs under ``logdir`` as sorted ``(name, sorted event file paths)`` pairs."""
     runs, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(logdir, followlinks=True):
@@ -238,7 +239,9 @@ def read_records(
         if os.path.exists(root):
             raise NotADirectoryError(f"tbkit: logdir {root!r} is not a directory.")
         raise FileNotFoundError(f"tbkit: logdir {root!r} does not exist.")
-    runs = (_run_records(name, paths, tag) for name, paths in _runs(root) if run in (None, name))
+    runs = (
+        _run_records(name, paths, tag) for name, paths in run_files(root) if run in (None, name)
+    )
     return itertools.chain.from_iterable(runs)
 
 

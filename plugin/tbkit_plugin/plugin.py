@@ -1,0 +1,155 @@
+"""The tbkit TensorBoard plugin: thin ``*_route`` functions over pure ``*_impl`` methods.
+
+Every route and its JSON shape is documented in ``http_api.md`` beside this file. Records are
+read from ``context.logdir`` by :class:`tbkit_plugin.store.Store`, not through the data
+provider (which samples a tensor plugin's data to 100 per tag).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from typing import Any
+
+from tensorboard import errors
+from tensorboard.backend import http_util
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+from tbkit import metadata
+from tbkit_plugin import selection
+from tbkit_plugin import store as store_mod
+
+#: The only files the static route serves: request path → (file in static/, content type).
+STATIC_FILES = {"/index.js": ("index.js", "text/javascript")}
+_EXPORT_TYPES = {"jsonl": ("application/jsonl; charset=utf-8", "records.jsonl"),
+                 "csv": ("text/csv; charset=utf-8", "records.csv")}  # fmt: skip
+
+
+class TbkitPlugin(base_plugin.TBPlugin):
+    """Shows every tbkit record of the logdir as a queryable table."""
+
+    plugin_name = metadata.PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext, min_interval: float = 2.0):
+        """Args:
+        context: TensorBoard's context; only ``context.logdir`` is used.
+        min_interval: seconds between two reads of the event files (0 in tests).
+        """
+        self.store = store_mod.Store(context.logdir or "", min_interval=min_interval)
+
+    def frontend_metadata(self) -> base_plugin.FrontendMetadata:
+        return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="tbkit")
+
+    def is_active(self) -> bool:
+        """Whether the logdir holds tbkit records (the data provider usually answers first)."""
+        self.store.refresh()
+        with self.store.lock:
+            return bool(self.store.runs())
+
+    def get_plugin_apps(self) -> dict[str, Any]:
+        apps = {"/runs": self.runs_route, "/schema": self.schema_route,
+                "/records": self.records_route, "/export": self.export_route}  # fmt: skip
+        apps.update(dict.fromkeys(STATIC_FILES, self.static_route))
+        return apps
+
+    # Impls: pure, called by the routes and by the tests. ``args`` is a MultiDict-like mapping.
+
+    def runs_impl(self) -> dict[str, Any]:
+        self.store.refresh()
+        with self.store.lock:
+            return {"runs": self.store.runs()}
+
+    def schema_impl(self, args: Any) -> dict[str, Any]:
+        self.store.refresh()
+        with self.store.lock:
+            sel = selection.parse(args, self.store)
+            return {"columns": self.store.schema(sel.runs, sel.tags)}
+
+    def records_impl(self, args: Any) -> dict[str, Any]:
+        self.store.refresh()
+        with self.store.lock:
+            sel = selection.parse(args, self.store)
+            rows = selection.matching(self.store, sel)
+            columns = self.store.schema(sel.runs, sel.tags)
+        page = rows[sel.offset : sel.offset + sel.limit]
+        return {
+            "total": len(rows),
+            "offset": sel.offset,
+            "limit": sel.limit,
+            "columns": columns,
+            "rows": [selection.browser_safe(row.values) for row in page],
+        }
+
+    def export_impl(self, args: Any) -> tuple[Any, str, str]:
+        """Returns ``(chunks of text, content type, file name)`` for the whole selection."""
+        fmt = args.get("format", "jsonl")
+        if fmt not in _EXPORT_TYPES:
+            raise selection.BadParameter("format", f"must be 'jsonl' or 'csv' (got {fmt!r})")
+        self.store.refresh()
+        with self.store.lock:
+            sel = selection.parse(args, self.store)
+            rows = selection.matching(self.store, sel)
+            columns = [c["name"] for c in self.store.schema(sel.runs, sel.tags)]
+        content_type, filename = _EXPORT_TYPES[fmt]
+        chunks = selection.export_csv(rows, columns) if fmt == "csv" else \
+            selection.export_jsonl(rows)  # fmt: skip
+        return chunks, content_type, filename
+
+    def static_impl(self, path: str) -> tuple[bytes, str]:
+        """The bytes and content type of an allow-listed static file; NotFoundError otherwise.
+
+        Only names in :data:`STATIC_FILES` are served, so no request text reaches the file
+        system (``..``, ``%2e%2e`` and absolute paths are simply not in the list).
+        """
+        if path not in STATIC_FILES:
+            raise errors.NotFoundError(f"no static file {path!r}")
+        name, content_type = STATIC_FILES[path]
+        data = importlib.resources.files("tbkit_plugin").joinpath("static", name).read_bytes()
+        return data, content_type
+
+    # Routes: parse the request, call the impl, respond.
+
+    @wrappers.Request.application
+    def runs_route(self, request: wrappers.Request) -> wrappers.Response:
+        return http_util.Respond(request, self.runs_impl(), "application/json")
+
+    @wrappers.Request.application
+    def schema_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _answer(request, self.schema_impl, request.args)
+
+    @wrappers.Request.application
+    def records_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _answer(request, self.records_impl, request.args)
+
+    @wrappers.Request.application
+    def export_route(self, request: wrappers.Request) -> wrappers.Response:
+        try:
+            chunks, content_type, filename = self.export_impl(request.args)
+        except errors.PublicError as e:
+            return _error(request, e)
+        return wrappers.Response(
+            (chunk.encode("utf-8") for chunk in chunks),
+            content_type=content_type,
+            headers=[("Content-Disposition", f'attachment; filename="{filename}"'),
+                     ("X-Content-Type-Options", "nosniff")],  # fmt: skip
+        )
+
+    @wrappers.Request.application
+    def static_route(self, request: wrappers.Request) -> wrappers.Response:
+        route = request.path.rsplit("/", 1)[-1]
+        data, content_type = self.static_impl("/" + route)
+        return http_util.Respond(request, data, content_type)
+
+
+def _answer(request: wrappers.Request, impl: Any, args: Any) -> wrappers.Response:
+    try:
+        return http_util.Respond(request, impl(args), "application/json")
+    except errors.PublicError as e:
+        return _error(request, e)
+
+
+def _error(request: wrappers.Request, e: errors.PublicError) -> wrappers.Response:
+    """A JSON error body the frontend can place: message, parameter and (for where) position."""
+    body = {"error": str(e), "parameter": getattr(e, "parameter", None),
+            "message": getattr(e, "message", str(e)), "position": getattr(e, "position", None)}
+    return http_util.Respond(request, body, "application/json", code=e.http_code)

@@ -1,0 +1,213 @@
+"""Request parameters → a validated selection of records: filter, sort, page, export.
+
+Pure (no werkzeug, no TensorBoard app): :func:`parse` takes the query string as a
+``MultiDict``-like object (``get``, ``getlist``) and raises ``tensorboard.errors`` with the
+parameter named, which the routes turn into 400/404 answers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from tensorboard import errors
+
+from tbkit import query
+from tbkit.levels import LEVELS
+from tbkit_plugin import store as store_mod
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+_INT53 = 2**53
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+class BadParameter(errors.InvalidArgumentError):
+    """A 400 naming the parameter; for ``where``, also the parser's message and position."""
+
+    def __init__(self, parameter: str, message: str, position: int | None = None):
+        super().__init__(f"{parameter!r}: {message}")
+        self.parameter, self.message, self.position = parameter, message, position
+
+
+class UnknownName(errors.NotFoundError):
+    """A 404 naming the unknown run or tag."""
+
+    def __init__(self, parameter: str, name: str):
+        super().__init__(f"unknown {parameter} {name!r}")
+        self.parameter, self.message, self.position = parameter, f"unknown {parameter}", None
+
+
+@dataclass(frozen=True)
+class Selection:
+    runs: tuple[str, ...]
+    tags: frozenset[str] | None
+    levels: frozenset[str] | None
+    step_min: int | None
+    step_max: int | None
+    search: str | None  # case-folded
+    where: query.Query | None
+    sort: str | None
+    descending: bool
+    limit: int
+    offset: int
+
+
+def _int(args: Any, name: str, default: int | None, low: int | None = None,
+         high: int | None = None) -> int | None:  # fmt: skip
+    text = args.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadParameter(name, f"must be an integer (got {text!r})") from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise BadParameter(name, f"must be an integer {bounds} (got {text!r})")
+    return value
+
+
+def parse(args: Any, store: store_mod.Store) -> Selection:
+    """Validate the filters in ``args`` against the (already refreshed) ``store``.
+
+    Raises:
+        UnknownName: a run or tag that holds no tbkit records (404).
+        BadParameter: any other bad parameter (400).
+    """
+    known_runs = store.runs()
+    runs = tuple(dict.fromkeys(args.getlist("run"))) or tuple(known_runs)
+    for run in runs:
+        if run not in known_runs:
+            raise UnknownName("run", run)
+    tags = frozenset(args.getlist("tag")) or None
+    for tag in sorted(tags or ()):
+        if not any(tag in known_runs[run] for run in runs):
+            raise UnknownName("tag", tag)
+    levels = frozenset(args.getlist("level")) or None
+    for level in sorted(levels or ()):
+        if level not in LEVELS:
+            raise BadParameter("level", f"must be one of {', '.join(LEVELS)} (got {level!r})")
+    columns = {c["name"] for c in store.schema(runs, tags)}
+    where = None
+    if (text := args.get("where", "")).strip():
+        try:
+            where = query.parse(text)
+            where.check(columns)
+        except query.QueryError as e:
+            raise BadParameter("where", e.message, e.position) from None
+    sort = args.get("sort") or None
+    if sort is not None and sort not in columns:
+        raise BadParameter("sort", f"unknown column {sort!r}")
+    order = args.get("order", "asc") or "asc"
+    if order not in ("asc", "desc"):
+        raise BadParameter("order", f"must be 'asc' or 'desc' (got {order!r})")
+    search = args.get("search", "")
+    return Selection(
+        runs=runs, tags=tags, levels=levels,
+        step_min=_int(args, "step_min", None), step_max=_int(args, "step_max", None),
+        search=search.casefold() if search else None, where=where,
+        sort=sort, descending=order == "desc",
+        limit=_int(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),  # type: ignore[arg-type]
+        offset=_int(args, "offset", 0, 0),  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def search_text(row: store_mod.Row) -> str:
+    """The text ``search`` looks in: the record as one JSON Lines export line, case-folded."""
+    return json_line(row).casefold()
+
+
+def json_line(row: store_mod.Row) -> str:
+    v = row.values
+    obj = {"run": v["run"], "tag": v["tag"], "step": v["step"], "wall_time": v["wall_time"],
+           "level": v["level"], **row.fields}  # fmt: skip
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def matching(store: store_mod.Store, sel: Selection) -> list[store_mod.Row]:
+    """Every row the selection matches, sorted (ties and the default: write order per run)."""
+    lo, hi, levels = sel.step_min, sel.step_max, sel.levels
+    out = []
+    for row in store.rows(sel.runs, sel.tags):
+        v = row.values
+        if (lo is not None and v["step"] < lo) or (hi is not None and v["step"] > hi):
+            continue
+        if levels is not None and v["level"] not in levels:
+            continue
+        if sel.where is not None and not sel.where(v):
+            continue
+        if sel.search is not None and sel.search not in search_text(row):
+            continue
+        out.append(row)
+    if sel.sort is not None:
+        name = sel.sort
+        present = [row for row in out if row.values.get(name) is not None]
+        missing = [row for row in out if row.values.get(name) is None]
+        present.sort(key=lambda row: _sort_key(row.values[name]), reverse=sel.descending)
+        out = present + missing  # rows without a value go last in either order
+    return out
+
+
+def _sort_key(value: Any) -> tuple:
+    """Numbers (with "NaN"-like strings) < NaN < strings < bools < arrays and objects."""
+    if isinstance(value, str) and value in _NON_FINITE:
+        value = _NON_FINITE[value]
+    if isinstance(value, bool):
+        return (3, value)
+    if isinstance(value, int | float):
+        return (1, 0) if value != value else (0, value)
+    if isinstance(value, str):
+        return (2, value)
+    return (4, json.dumps(value, sort_keys=True))
+
+
+def browser_safe(value: Any) -> Any:
+    """Integers beyond 2**53 as strings (a JavaScript number would lose digits), recursively."""
+    if type(value) is int:
+        return str(value) if abs(value) > _INT53 else value
+    if isinstance(value, list):
+        return [browser_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: browser_safe(v) for k, v in value.items()}
+    return value
+
+
+def export_jsonl(rows: list[store_mod.Row]) -> Iterator[str]:
+    for row in rows:
+        yield json_line(row) + "\n"
+
+
+def export_csv(rows: list[store_mod.Row], columns: list[str]) -> Iterator[str]:
+    """CSV with a header row; null and missing are empty, arrays/objects/bools are JSON text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(columns)
+    yield flush()
+    for i, row in enumerate(rows, 1):
+        writer.writerow([_cell(row.values.get(c)) for c in columns])
+        if i % 1000 == 0:
+            yield flush()
+    yield flush()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,251 @@
+"""The plugin's ``*_impl`` methods on real logdirs written by tbkit (no server, no mocks)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+
+import pytest
+import tensorflow as tf
+from tensorboard import errors
+from tensorboard.plugins import base_plugin
+from werkzeug.datastructures import MultiDict
+
+import tbkit
+from tbkit import metadata
+from tbkit_plugin import selection
+from tbkit_plugin.plugin import TbkitPlugin
+
+BIG = 2**60 + 1  # past 2**53: the browser gets it as a string
+
+
+def loss(step: int) -> float:
+    return step * 0.5  # exact in float32
+
+
+def write_run(run_dir, steps, *, start=0, close=True):
+    """A tbkit run: "train" every step (info), "alert" every 50 steps (warning)."""
+    counter = tf.Variable(start, dtype=tf.int64)  # the user's step: the loop advances it
+    log = tbkit.SummaryLogger(str(run_dir), every={"debug": 1, "info": 1}, step=counter)
+
+    @log.train_step
+    def step(x):
+        note = tf.where(x % 7.0 == 0.0, tf.constant("seven NaN"), tf.constant("plain"))
+        tbkit.record("train", {"loss": x * 0.5, "opt": {"lr": 0.25}, "note": note,
+                               "big": tf.constant(BIG, tf.int64)}, every=1)  # fmt: skip
+        tbkit.record("alert", {"x": x}, level="warning", every=50)
+
+    for i in range(start, start + steps):
+        step(tf.constant(float(i)))
+        counter.assign_add(1)
+    if close:
+        log.close()
+    return log
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("logs")
+    write_run(root / "exp" / "train", 120)
+    write_run(root / "exp" / "deep" / "validation", 10)
+    return root
+
+
+def make_plugin(logdir) -> TbkitPlugin:
+    return TbkitPlugin(base_plugin.TBContext(logdir=str(logdir)), min_interval=0)
+
+
+@pytest.fixture(scope="module")
+def plugin(logdir):
+    return make_plugin(logdir)
+
+
+def records(plugin, **params):
+    args = MultiDict([(k, v) for k, vs in params.items()
+                      for v in (vs if isinstance(vs, list) else [vs])])  # fmt: skip
+    return plugin.records_impl(args)
+
+
+def test_runs_tags_and_counts_nested_runs(plugin):
+    assert plugin.runs_impl() == {"runs": {
+        "exp/deep/validation": {"alert": 1, "train": 10},
+        "exp/train": {"alert": 3, "train": 120},
+    }}  # fmt: skip
+    assert plugin.is_active()
+
+
+def test_schema_types_and_flattened_names(plugin):
+    got = plugin.schema_impl(MultiDict([("run", "exp/train"), ("tag", "train")]))["columns"]
+    assert got == [
+        {"name": "run", "type": "string"}, {"name": "tag", "type": "string"},
+        {"name": "step", "type": "number"}, {"name": "wall_time", "type": "number"},
+        {"name": "level", "type": "string"}, {"name": "loss", "type": "number"},
+        {"name": "opt.lr", "type": "number"}, {"name": "note", "type": "string"},
+        {"name": "big", "type": "number"},
+    ]  # fmt: skip
+    alert = plugin.schema_impl(MultiDict([("tag", "alert")]))["columns"]
+    assert [c["name"] for c in alert][5:] == ["x"]
+
+
+def test_schema_kinds(tmp_path):
+    run = tmp_path / "r"
+    writer = tf.summary.create_file_writer(str(run))
+    objs = [{"n": 1, "nf": "NaN", "s": "a", "b": True, "a": [1], "o": {}, "z": None, "m": 1},
+            {"n": "Infinity", "nf": "-Infinity", "s": "b", "b": False, "a": [], "o": {},
+             "z": None, "m": "x"}]  # fmt: skip
+    with writer.as_default():
+        for step, obj in enumerate(objs):
+            tf.summary.write("t", tf.constant([json.dumps({**obj, "level": "info"})]),
+                             step=tf.constant(step, tf.int64),
+                             metadata=metadata.create_summary_metadata())  # fmt: skip
+    writer.close()
+    columns = make_plugin(tmp_path).schema_impl(MultiDict())["columns"]
+    assert {c["name"]: c["type"] for c in columns} == {
+        "run": "string", "tag": "string", "step": "number", "wall_time": "number",
+        "level": "string", "n": "number", "nf": "number", "s": "string", "b": "bool",
+        "a": "array", "o": "object", "z": "null", "m": "mixed"}  # fmt: skip
+
+
+def test_filter_sort_page_total(plugin):
+    got = records(plugin, run="exp/train", tag="train", where='loss >= 25 and note contains "nan"',
+                  sort="loss", order="desc", limit="3", offset="1")  # fmt: skip
+    expected_steps = sorted((s for s in range(50, 120) if s % 7 == 0), reverse=True)
+    assert got["total"] == len(expected_steps)
+    assert [r["step"] for r in got["rows"]] == expected_steps[1:4]
+    assert got["rows"][0] == {"run": "exp/train", "tag": "train", "step": expected_steps[1],
+                              "wall_time": got["rows"][0]["wall_time"], "level": "info",
+                              "loss": loss(expected_steps[1]), "opt.lr": 0.25,
+                              "note": "seven NaN", "big": str(BIG)}  # fmt: skip
+    assert [c["name"] for c in got["columns"]][5:] == ["loss", "opt.lr", "note", "big"]
+
+
+def test_default_order_is_runs_then_write_order(plugin):
+    got = records(plugin, limit="1000")
+    assert got["total"] == 134
+    keys = [(r["run"], r["step"], r["tag"]) for r in got["rows"]]
+    assert keys[:3] == [("exp/deep/validation", 0, "train"), ("exp/deep/validation", 0, "alert"),
+                        ("exp/deep/validation", 1, "train")]  # fmt: skip
+    assert keys[11] == ("exp/train", 0, "train")
+    assert records(plugin, limit="5", offset="133")["rows"][0]["step"] == 119
+
+
+def test_levels_step_range_and_search(plugin):
+    warn = records(plugin, level="warning")
+    assert [(r["run"], r["step"]) for r in warn["rows"]] == [
+        ("exp/deep/validation", 0), ("exp/train", 0), ("exp/train", 50), ("exp/train", 100)]
+    both = records(plugin, run="exp/train", level=["warning", "info"], step_min="49", step_max="50")
+    assert [(r["tag"], r["step"]) for r in both["rows"]] == [
+        ("train", 49), ("train", 50), ("alert", 50)]  # fmt: skip
+    assert records(plugin, run="exp/train", search="SEVEN nan")["total"] == len(range(0, 120, 7))
+    assert records(plugin, search='"tag":"alert"')["total"] == 4
+
+
+def test_export_jsonl_and_csv(plugin):
+    args = MultiDict([("run", "exp/train"), ("tag", "alert"), ("format", "jsonl")])
+    chunks, content_type, name = plugin.export_impl(args)
+    lines = [json.loads(line) for line in "".join(chunks).splitlines()]
+    assert (content_type, name) == ("application/jsonl; charset=utf-8", "records.jsonl")
+    assert [(o["step"], o["x"], o["level"]) for o in lines] == [
+        (0, 0.0, "warning"), (50, 50.0, "warning"), (100, 100.0, "warning")]
+    args = MultiDict([("run", "exp/train"), ("tag", "train"), ("format", "csv"), ("limit", "1"),
+                      ("sort", "step"), ("order", "desc")])  # fmt: skip
+    chunks, content_type, _ = plugin.export_impl(args)
+    table = list(csv.reader(io.StringIO("".join(chunks))))
+    assert content_type == "text/csv; charset=utf-8"
+    assert table[0] == [
+        "run", "tag", "step", "wall_time", "level", "loss", "opt.lr", "note", "big"]  # fmt: skip
+    assert len(table) == 121  # limit and offset do not apply to an export
+    assert table[1][:3] + table[1][4:] == [
+        "exp/train", "train", "119", "info", "59.5", "0.25", "seven NaN", str(BIG)]  # fmt: skip
+
+
+def test_exports_agree_with_read_records(plugin, logdir):
+    chunks, _, _ = plugin.export_impl(MultiDict())
+    exported = [json.loads(line) for line in "".join(chunks).splitlines()]
+    expected = [{"run": r.run, "tag": r.tag, "step": r.step, "wall_time": r.wall_time,
+                 "level": r.level, **r.fields} for r in tbkit.read_records(logdir)]  # fmt: skip
+    assert exported == expected
+
+
+@pytest.mark.parametrize(("params", "error", "message"), [
+    ({"run": "nope"}, errors.NotFoundError, "Not found: unknown run 'nope'"),
+    ({"run": "exp/train", "tag": "nope"}, errors.NotFoundError, "Not found: unknown tag 'nope'"),
+    ({"where": "loss >"}, errors.InvalidArgumentError,
+     "Invalid argument: 'where': expected a value after '>' (got end of query)"),
+    ({"where": "los > 1"}, errors.InvalidArgumentError,
+     "Invalid argument: 'where': unknown field 'los' (did you mean 'loss'?)"),
+    ({"limit": "0"}, errors.InvalidArgumentError,
+     "Invalid argument: 'limit': must be an integer from 1 to 1000 (got '0')"),
+    ({"limit": "1001"}, errors.InvalidArgumentError,
+     "Invalid argument: 'limit': must be an integer from 1 to 1000 (got '1001')"),
+    ({"offset": "-1"}, errors.InvalidArgumentError,
+     "Invalid argument: 'offset': must be an integer at least 0 (got '-1')"),
+    ({"step_min": "1.5"}, errors.InvalidArgumentError,
+     "Invalid argument: 'step_min': must be an integer (got '1.5')"),
+    ({"level": "warn"}, errors.InvalidArgumentError,
+     "Invalid argument: 'level': must be one of debug, info, warning, error (got 'warn')"),
+    ({"sort": "nope"}, errors.InvalidArgumentError,
+     "Invalid argument: 'sort': unknown column 'nope'"),
+    ({"order": "up"}, errors.InvalidArgumentError,
+     "Invalid argument: 'order': must be 'asc' or 'desc' (got 'up')"),
+])  # fmt: skip
+def test_errors_name_the_parameter(plugin, params, error, message):
+    with pytest.raises(error) as caught:
+        records(plugin, **params)
+    assert str(caught.value) == message
+
+
+def test_where_error_carries_the_position(plugin):
+    with pytest.raises(selection.BadParameter) as caught:
+        records(plugin, where="loss > 1 and los < 2")
+    assert (caught.value.parameter, caught.value.position) == ("where", 13)
+
+
+def test_incremental_read_sees_appended_records_and_resumed_runs(tmp_path):
+    plugin = make_plugin(tmp_path)
+    log = write_run(tmp_path / "live", 30, close=False)
+    log.flush()
+    assert plugin.runs_impl()["runs"]["live"]["train"] == 30
+    offsets = dict(plugin.store._runs["live"].offsets)
+    log_more = log  # the same open writer appends to the same file
+
+    @log_more.train_step
+    def more(x):
+        tbkit.record("train", {"loss": x, "opt": {"lr": 0.5}}, every=1)
+
+    for i in range(30, 45):
+        more(tf.constant(float(i)))
+        log.step.assign_add(1)
+    log.close()
+    assert plugin.runs_impl()["runs"]["live"]["train"] == 45
+    assert plugin.store._runs["live"].offsets.keys() == offsets.keys()  # read on, not again
+    assert records(plugin, run="live", tag="train", step_min="44")["rows"][0]["opt.lr"] == 0.5
+    write_run(tmp_path / "live", 5, start=10)  # a resumed run: a new file pre-empts steps >= 10
+    assert plugin.runs_impl()["runs"]["live"] == {"alert": 1, "train": 15}
+    steps = [r["step"] for r in records(plugin, run="live", tag="train", limit="100")["rows"]]
+    assert steps == list(range(15))
+    assert records(plugin, run="live", tag="train", step_min="10")["total"] == len(
+        [r for r in tbkit.read_records(tmp_path, run="live", tag="train") if r.step >= 10])
+
+
+def test_newer_schema_is_skipped_with_one_warning(tmp_path):
+    meta = metadata.create_summary_metadata()
+    meta.plugin_data.content = b'{"version": 99}'
+    writer = tf.summary.create_file_writer(str(tmp_path / "new"))
+    with writer.as_default():
+        for step in range(3):
+            tf.summary.write("t", tf.constant(['{"level":"info","a":1}']),
+                             step=tf.constant(step, tf.int64), metadata=meta)  # fmt: skip
+    writer.close()
+    plugin = make_plugin(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert plugin.runs_impl() == {"runs": {}}
+        assert plugin.runs_impl() == {"runs": {}}
+    assert [str(w.message) for w in caught] == [
+        "tbkit: skipping run 'new' tag 't': its records have schema version 99, newer than "
+        "version 1 that this tbkit reads; upgrade tbkit."
+    ]
+    assert not plugin.is_active()

@@ -1,0 +1,187 @@
+"""The plugin inside a real ``tensorboard`` process on 127.0.0.1, plus its import boundary."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from tensorboard import errors
+from tensorboard.plugins import base_plugin
+
+import tbkit
+from tbkit_plugin.plugin import TbkitPlugin
+
+REPO = Path(__file__).resolve().parents[1]
+PREFIX = "/data/plugin/tbkit"
+N = 1500
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, path: str, params=()) -> tuple[int, str, bytes]:
+    """GET a raw path (not normalised by a URL library); return status, content type, body."""
+    if params:
+        path += "?" + urllib.parse.urlencode(list(params))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("logs")
+    log = tbkit.SummaryLogger(str(root / "exp" / "train"), every={"info": 1})
+
+    @log.train_step
+    def step(x):
+        note = tf.where(x % 13.0 == 0.0, tf.constant("got NaN"), tf.constant("fine"))
+        tbkit.record("train", {"loss": x * 0.25, "note": note}, every=1)
+
+    for i in range(N):
+        step(tf.constant(float(i)))
+    log.close()
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(logdir):
+    """A real TensorBoard, started and stopped by PID; yields its port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"tensorboard exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                if get(port, "/data/plugins_listing")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("tensorboard did not answer within 60 s")
+            time.sleep(0.2)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stderr.close()
+
+
+def get_json(port, route, params=()):
+    status, content_type, body = get(port, PREFIX + route, params)
+    assert (status, content_type) == (200, "application/json"), body[:500]
+    return json.loads(body)
+
+
+def test_plugin_is_listed_and_enabled(server):
+    status, _, body = get(server, "/data/plugins_listing")
+    listing = json.loads(body)
+    assert status == 200
+    assert listing["tbkit"]["enabled"] is True
+    assert listing["tbkit"]["loading_mechanism"] == {
+        "type": "IFRAME", "module_path": "/data/plugin/tbkit/index.js"}  # fmt: skip
+
+
+def test_every_record_is_served_in_pages(server):
+    assert get_json(server, "/runs") == {"runs": {"exp/train": {"train": N}}}
+    steps = []
+    for offset in (0, 1000):
+        page = get_json(server, "/records", [("limit", "1000"), ("offset", str(offset))])
+        assert page["total"] == N
+        steps += [row["step"] for row in page["rows"]]
+    assert steps == list(range(N))
+
+
+def test_where_filter_matches_a_python_filter_over_read_records(server, logdir):
+    where = 'loss > 300 and note contains "nan"'
+    page = get_json(server, "/records", [("where", where), ("limit", "1000")])
+    expected = [(r.run, r.tag, r.step) for r in tbkit.read_records(logdir)
+                if r.fields["loss"] > 300 and "nan" in r.fields["note"].lower()]  # fmt: skip
+    assert len(expected) > 10
+    assert page["total"] == len(expected)
+    assert [(row["run"], row["tag"], row["step"]) for row in page["rows"]] == expected
+
+
+def test_errors_over_http(server):
+    status, content_type, body = get(server, PREFIX + "/records", [("where", "loss >")])
+    assert (status, content_type) == (400, "application/json")
+    assert json.loads(body) == {
+        "error": "Invalid argument: 'where': expected a value after '>' (got end of query)",
+        "parameter": "where", "message": "expected a value after '>' (got end of query)",
+        "position": 6,
+    }  # fmt: skip
+    status, _, body = get(server, PREFIX + "/records", [("run", "nope")])
+    assert (status, json.loads(body)["error"]) == (404, "Not found: unknown run 'nope'")
+
+
+def test_export_streams_csv(server):
+    status, content_type, body = get(server, PREFIX + "/export",
+                                     [("format", "csv"), ("step_max", "2")])  # fmt: skip
+    assert (status, content_type) == (200, "text/csv; charset=utf-8")
+    lines = body.decode().splitlines()
+    assert lines[0] == "run,tag,step,wall_time,level,loss,note"
+    assert [line.split(",")[2] for line in lines[1:]] == ["0", "1", "2"]
+
+
+def test_es_module_has_a_javascript_content_type(server):
+    status, content_type, body = get(server, PREFIX + "/index.js")
+    assert status == 200
+    assert content_type.split(";")[0] == "text/javascript"
+    assert b"export async function render" in body
+
+
+REFUSED = [
+    "/../plugin.py", "/..%2fplugin.py", "/%2e%2e/plugin.py", "/%2E%2E%2Fplugin.py",
+    "/static/../plugin.py", "//etc/passwd", "/%2fetc%2fpasswd", "/etc/passwd",
+    "/plugin.py", "/static/index.js", "/index.js/..", "/..", "/%2e%2e",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", REFUSED)
+def test_static_route_refuses_paths_outside_its_allowlist_over_http(server, path):
+    status, _, body = get(server, PREFIX + path)
+    assert status == 404, body[:200]
+    assert b"import" not in body and b"root:" not in body
+
+
+@pytest.mark.parametrize("path", [*REFUSED, "..", "index.js", "/INDEX.JS", "/index.js%00",
+                                  str(REPO / "plugin" / "tbkit_plugin" / "plugin.py")])
+def test_static_impl_refuses_paths_outside_its_allowlist(tmp_path, path):
+    plugin = TbkitPlugin(base_plugin.TBContext(logdir=str(tmp_path)))
+    with pytest.raises(errors.NotFoundError) as caught:
+        plugin.static_impl(path)
+    assert str(caught.value) == f"Not found: no static file {path!r}"
+    assert plugin.static_impl("/index.js")[1] == "text/javascript"
+
+
+def test_importing_the_plugin_does_not_load_tensorflow():
+    code = ("import sys\nimport tbkit_plugin, tbkit_plugin.plugin, tbkit_plugin.store\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd="/", timeout=120)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
