@@ -20,7 +20,12 @@ from tbkit_plugin import selection
 from tbkit_plugin import store as store_mod
 
 #: The only files the static route serves: request path → (file in static/, content type).
-STATIC_FILES = {"/index.js": ("index.js", "text/javascript")}
+STATIC_FILES = {
+    "/index.js": ("index.js", "text/javascript"),
+    "/model.js": ("model.js", "text/javascript"),
+    "/views.js": ("views.js", "text/javascript"),
+    "/style.css": ("style.css", "text/css"),
+}
 _EXPORT_TYPES = {"jsonl": ("application/jsonl; charset=utf-8", "records.jsonl"),
                  "csv": ("text/csv; charset=utf-8", "records.csv")}  # fmt: skip
 

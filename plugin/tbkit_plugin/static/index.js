@@ -1,17 +1,117 @@
-// tbkit plugin frontend: a placeholder until the table UI lands (issue 3, frontend slice).
-// Loaded by TensorBoard as an ES module inside an iframe under /data/plugin/tbkit/; every URL
-// is relative. Record content reaches the page only through textContent.
+// tbkit plugin frontend: every tbkit record as a table (issue 3). TensorBoard loads this ES
+// module in an iframe whose <base> is /data/plugin/tbkit/ and calls render(). model.js holds
+// state and requests, views.js the DOM; this file wires them. The view state lives in the
+// iframe page's location hash, so a copied link reopens the same view.
+
+import * as model from './model.js';
+import * as views from './views.js';
+
+const TYPING_DELAY_MS = 300;
 
 export async function render() {
-  const status = document.createElement('p');
-  document.body.appendChild(status);
-  try {
-    const response = await fetch('./runs');
-    const {runs} = await response.json();
-    const counts = Object.values(runs).flatMap((tags) => Object.values(tags));
-    const total = counts.reduce((a, b) => a + b, 0);
-    status.textContent = `tbkit: ${total} records in ${Object.keys(runs).length} runs.`;
-  } catch (error) {
-    status.textContent = `tbkit: could not load runs (${error}).`;
+  document.head.append(views.el('link', {rel: 'stylesheet', href: './style.css'}));
+  const root = views.el('div', {className: 'tbkit'});
+  document.body.append(root);
+  const ui = views.buildLayout(root);
+  const state = model.fromHash(location.hash);
+  const load = model.createLoader();
+
+  async function refresh() {
+    saveHash();
+    views.showDownloads(ui, model.exportUrl(state, 'jsonl'), model.exportUrl(state, 'csv'));
+    views.showStatus(ui, 'loading…');
+    const answer = await load(state);
+    if (answer === null) return;  // a newer request is on its way
+    views.showFields(ui, answer.columns);
+    const whereError = answer.error && answer.error.parameter === 'where' ? answer.error : null;
+    views.showWhereError(ui, whereError, state.where);
+    views.showStatus(ui, answer.error && !whereError ? answer.error.error : '');
+    const rows = answer.records ? answer.records.rows : [];
+    views.showTable(ui, answer.columns, rows, state, {onSort: sortBy, onRow: openRow});
+    views.showPager(ui, answer.records);
   }
+
+  function saveHash() {
+    // Not `location.hash = …`: that adds a history entry per keystroke. replaceState needs an
+    // absolute URL here, since a relative one would resolve against the <base>.
+    const url = new URL(location.href);
+    url.hash = model.toHash(state);
+    history.replaceState(null, '', url.href);
+  }
+
+  /** Applies a change to the filters: back to the first page, then reload. */
+  function update(change) {
+    Object.assign(state, change, {offset: 0});
+    views.showDetail(ui, null);
+    refresh();
+  }
+
+  function sortBy(name) {
+    const order = state.sort === name && state.order === 'asc' ? 'desc' : 'asc';
+    update({sort: name, order});
+  }
+
+  function openRow(row) {
+    views.showDetail(ui, row);
+  }
+
+  function onTyping(input, apply) {
+    let timer = 0;
+    input.addEventListener('input', () => {
+      clearTimeout(timer);
+      timer = setTimeout(apply, TYPING_DELAY_MS);
+    });
+    input.addEventListener('keydown', (event) => {
+      if (event.key === 'Enter') {
+        clearTimeout(timer);
+        apply();
+      }
+    });
+  }
+
+  ui.run.addEventListener('change', () => update({run: ui.run.value}));
+  for (const chip of ui.chips) {
+    chip.addEventListener('click', () => {
+      const level = chip.dataset.level;
+      const levels = state.levels.includes(level) ?
+        state.levels.filter((l) => l !== level) : [...state.levels, level];
+      chip.setAttribute('aria-pressed', String(levels.includes(level)));
+      update({levels: model.LEVELS.filter((l) => levels.includes(l))});
+    });
+  }
+  onTyping(ui.stepMin, () => update({stepMin: ui.stepMin.value}));
+  onTyping(ui.stepMax, () => update({stepMax: ui.stepMax.value}));
+  onTyping(ui.search, () => update({search: ui.search.value}));
+  onTyping(ui.where, () => update({where: ui.where.value}));
+  ui.limit.addEventListener('change', () => update({limit: Number(ui.limit.value)}));
+  ui.prev.addEventListener('click', () => {
+    state.offset = Math.max(0, state.offset - state.limit);
+    refresh();
+  });
+  ui.next.addEventListener('click', () => {
+    state.offset += state.limit;
+    refresh();
+  });
+  ui.copy.addEventListener('click', async () => {
+    saveHash();
+    ui.link.value = location.href;
+    ui.link.hidden = false;
+    ui.link.select();
+    try {
+      await navigator.clipboard.writeText(location.href);
+      ui.copy.textContent = 'link copied';
+    } catch (error) {  // an iframe may not be allowed the clipboard: the link is selected
+      ui.copy.textContent = 'copy the link →';
+    }
+  });
+
+  try {
+    const runs = await model.fetchRuns();
+    views.showRuns(ui, runs);
+    if (state.run && !(state.run in runs)) state.run = '';
+  } catch (error) {
+    views.showStatus(ui, `could not load runs: ${error.message}`);
+  }
+  views.showControls(ui, state);
+  await refresh();
 }

@@ -1,0 +1,109 @@
+// tbkit plugin frontend: view state, its URL form, and requests to the plugin's routes.
+// No DOM here. Every URL is relative: the page runs in an iframe whose <base> is
+// /data/plugin/tbkit/, so './records' is the plugin's /records route (see http_api.md).
+
+export const LEVELS = ['debug', 'info', 'warning', 'error'];
+export const PAGE_SIZES = [25, 50, 100, 250, 500, 1000];
+
+/** The view's state; every field has a query-parameter twin (see toParams). */
+export function defaultState() {
+  return {run: '', levels: [], stepMin: '', stepMax: '', search: '', where: '',
+          sort: '', order: 'asc', limit: 100, offset: 0};
+}
+
+/** The filter, sort and (optionally) page parameters of the routes, as URLSearchParams. */
+export function toParams(state, {page = true} = {}) {
+  const p = new URLSearchParams();
+  if (state.run) p.append('run', state.run);
+  for (const level of state.levels) p.append('level', level);
+  if (state.stepMin !== '') p.set('step_min', state.stepMin);
+  if (state.stepMax !== '') p.set('step_max', state.stepMax);
+  if (state.search) p.set('search', state.search);
+  if (state.where.trim()) p.set('where', state.where);
+  if (state.sort) {
+    p.set('sort', state.sort);
+    p.set('order', state.order);
+  }
+  if (page) {
+    p.set('limit', String(state.limit));
+    p.set('offset', String(state.offset));
+  }
+  return p;
+}
+
+/** The state a location hash (`#run=…&where=…`, the same parameters) describes. */
+export function fromHash(hash) {
+  const p = new URLSearchParams(hash.replace(/^#/, ''));
+  const state = defaultState();
+  const integer = (text) => (/^-?\d+$/.test(text || '') ? text : '');
+  state.run = p.get('run') || '';
+  state.levels = LEVELS.filter((level) => p.getAll('level').includes(level));
+  state.stepMin = integer(p.get('step_min'));
+  state.stepMax = integer(p.get('step_max'));
+  state.search = p.get('search') || '';
+  state.where = p.get('where') || '';
+  state.sort = p.get('sort') || '';
+  state.order = p.get('order') === 'desc' ? 'desc' : 'asc';
+  const limit = Number(p.get('limit'));
+  state.limit = PAGE_SIZES.includes(limit) ? limit : 100;
+  state.offset = Math.max(0, Math.floor(Number(p.get('offset')) || 0));
+  return state;
+}
+
+export function toHash(state) {
+  return '#' + toParams(state).toString();
+}
+
+/** A link to an export of the whole current selection (limit and offset do not apply). */
+export function exportUrl(state, format) {
+  const p = toParams(state, {page: false});
+  p.set('format', format);
+  return './export?' + p.toString();
+}
+
+/** GET a JSON route. Resolves to {ok, status, body}; body is the parsed JSON error on 4xx. */
+async function getJson(url) {
+  const response = await fetch(url, {headers: {Accept: 'application/json'}});
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (error) {
+    body = {error: `${response.status} ${response.statusText}`};
+  }
+  return {ok: response.ok, status: response.status, body};
+}
+
+export async function fetchRuns() {
+  const {ok, body} = await getJson('./runs');
+  if (!ok) throw new Error(body.error);
+  return body.runs;
+}
+
+/**
+ * Loads the schema and a page of records for a state. Only the newest call's answer counts:
+ * load() resolves to null when a later call was made before this one's responses arrived.
+ */
+export function createLoader() {
+  let latest = 0;
+  return async function load(state) {
+    const ticket = ++latest;
+    const runOnly = new URLSearchParams();
+    if (state.run) runOnly.append('run', state.run);
+    let schema, records;
+    try {
+      [schema, records] = await Promise.all([
+        getJson('./schema?' + runOnly.toString()),
+        getJson('./records?' + toParams(state).toString()),
+      ]);
+    } catch (error) {  // the server is gone, or answered something that is not HTTP
+      if (ticket !== latest) return null;
+      return {columns: [], records: null, error: {error: `request failed: ${error}`}};
+    }
+    if (ticket !== latest) return null;
+    return {
+      columns: schema.ok ? schema.body.columns : [],
+      records: records.ok ? records.body : null,
+      error: records.ok ? null : records.body,
+    };
+  };
+}

@@ -1,0 +1,199 @@
+// tbkit plugin frontend: the DOM. Record content (and anything else from the server) reaches
+// the page only as text nodes or textContent, never as HTML: a field holding
+// "<img src=x onerror=…>" shows those characters. No innerHTML anywhere in this file.
+
+import {LEVELS, PAGE_SIZES} from './model.js';
+
+/** createElement with properties and children; a string child becomes a text node. */
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === 'className' || key === 'value' || key === 'title' || key === 'type' ||
+        key === 'placeholder' || key === 'href' || key === 'disabled') {
+      node[key] = value;
+    } else {
+      node.setAttribute(key, value);
+    }
+  }
+  for (const child of children) {
+    node.append(typeof child === 'string' ? document.createTextNode(child) : child);
+  }
+  return node;
+}
+
+/** Builds the static page; returns the nodes the other views fill in and index.js wires. */
+export function buildLayout(root) {
+  const ui = {
+    run: el('select', {'aria-label': 'run'}),
+    chips: LEVELS.map((level) =>
+      el('button', {type: 'button', className: `chip level-${level}`, 'data-level': level,
+                    'aria-pressed': 'false'}, level)),
+    stepMin: el('input', {type: 'number', placeholder: 'step ≥', 'aria-label': 'step min'}),
+    stepMax: el('input', {type: 'number', placeholder: 'step ≤', 'aria-label': 'step max'}),
+    search: el('input', {type: 'search', placeholder: 'search text…', 'aria-label': 'search'}),
+    where: el('input', {type: 'text', className: 'where', spellcheck: 'false',
+                        placeholder: 'filter: loss > 2 and opt.lr < 1e-3, msg contains "nan"',
+                        'aria-label': 'filter'}),
+    whereError: el('div', {className: 'where-error', role: 'alert', hidden: ''}),
+    fields: el('div', {className: 'fields'}),
+    prev: el('button', {type: 'button'}, '‹ prev'),
+    next: el('button', {type: 'button'}, 'next ›'),
+    count: el('span', {className: 'count'}),
+    limit: el('select', {'aria-label': 'page size'},
+              ...PAGE_SIZES.map((n) => el('option', {value: String(n)}, `${n} / page`))),
+    jsonl: el('a', {className: 'button', download: 'records.jsonl'}, 'JSONL'),
+    csv: el('a', {className: 'button', download: 'records.csv'}, 'CSV'),
+    copy: el('button', {type: 'button'}, 'copy link'),
+    link: el('input', {type: 'text', className: 'link', readonly: '', hidden: '',
+                       'aria-label': 'link to this view'}),
+    status: el('div', {className: 'status', role: 'status'}),
+    table: el('table'),
+    detail: el('aside', {className: 'detail', hidden: ''}),
+  };
+  ui.tableBox = el('div', {className: 'table-box'}, ui.table);
+  root.append(
+    el('div', {className: 'toolbar'},
+       ui.run, el('span', {className: 'chips'}, ...ui.chips), ui.stepMin, ui.stepMax,
+       ui.search),
+    el('div', {className: 'filter'}, ui.where, ui.whereError, ui.fields),
+    el('div', {className: 'toolbar'},
+       ui.prev, ui.count, ui.next, ui.limit, el('span', {className: 'spacer'}),
+       el('span', {}, 'download '), ui.jsonl, ui.csv, ui.copy, ui.link),
+    ui.status,
+    el('div', {className: 'main'}, ui.tableBox, ui.detail),
+  );
+  return ui;
+}
+
+/** Copies the state into the controls (after a hash was read, or a run dropped). */
+export function showControls(ui, state) {
+  ui.run.value = state.run;
+  for (const chip of ui.chips) {
+    chip.setAttribute('aria-pressed', String(state.levels.includes(chip.dataset.level)));
+  }
+  ui.stepMin.value = state.stepMin;
+  ui.stepMax.value = state.stepMax;
+  ui.search.value = state.search;
+  ui.where.value = state.where;
+  ui.limit.value = String(state.limit);
+}
+
+export function showRuns(ui, runs) {
+  const total = (tags) => Object.values(tags).reduce((a, b) => a + b, 0);
+  ui.run.replaceChildren(
+    el('option', {value: ''}, 'all runs'),
+    ...Object.entries(runs).map(([name, tags]) =>
+      el('option', {value: name}, `${name} (${total(tags)})`)));
+}
+
+export function showDownloads(ui, jsonlUrl, csvUrl) {
+  ui.jsonl.href = jsonlUrl;
+  ui.csv.href = csvUrl;
+}
+
+/** A value as the text of a cell: strings as they are, the rest as JSON. */
+function cellText(value) {
+  if (value === undefined) return '';
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+function wallTimeText(value) {
+  const date = new Date(Number(value) * 1000);
+  return isNaN(date) ? cellText(value) : date.toISOString().replace('T', ' ').slice(0, 23);
+}
+
+/**
+ * The table: a header per schema column (click to sort) and a row per record (click for the
+ * detail). onSort(name) and onRow(row) are the callbacks.
+ */
+export function showTable(ui, columns, rows, state, {onSort, onRow}) {
+  const head = el('tr', {}, ...columns.map(({name, type}) => {
+    const sorted = state.sort === name;
+    const arrow = sorted ? (state.order === 'desc' ? ' ▼' : ' ▲') : '';
+    const th = el('th', {title: `${name} (${type}); click to sort`, 'data-column': name,
+                         'aria-sort': sorted ? (state.order === 'desc' ? 'descending' : 'ascending') : 'none'},
+                  name + arrow);
+    th.addEventListener('click', () => onSort(name));
+    return th;
+  }));
+  const body = el('tbody', {}, ...rows.map((row) => {
+    const tr = el('tr', {}, ...columns.map(({name}) => {
+      const value = row[name];
+      const text = name === 'wall_time' ? wallTimeText(value) : cellText(value);
+      const td = el('td', {title: cellText(value)}, text);
+      if (name === 'level' && LEVELS.includes(value)) td.className = `level-${value}`;
+      if (value === null) td.className = 'null';
+      if (typeof value === 'number') td.className = 'number';
+      return td;
+    }));
+    tr.addEventListener('click', () => {
+      for (const other of body.children) other.classList.remove('selected');
+      tr.classList.add('selected');
+      onRow(row);
+    });
+    return tr;
+  }));
+  ui.table.replaceChildren(el('thead', {}, head), body);
+}
+
+/** "first–last of total" and the prev/next buttons; records null (an error) shows "–". */
+export function showPager(ui, records) {
+  if (!records) {
+    ui.count.textContent = '–';
+    ui.prev.disabled = ui.next.disabled = true;
+    return;
+  }
+  const {total, offset, rows} = records;
+  const first = rows.length ? offset + 1 : 0;
+  ui.count.textContent = `${first}–${offset + rows.length} of ${total}`;
+  ui.prev.disabled = offset === 0;
+  ui.next.disabled = offset + rows.length >= total;
+}
+
+/** The names a filter may use, under the filter box. */
+export function showFields(ui, columns) {
+  ui.fields.textContent = columns.length ? 'fields: ' + columns.map((c) => c.name).join(', ') : '';
+}
+
+/** The parser's message under the filter box, with a caret under the position it names. */
+export function showWhereError(ui, error, where) {
+  if (!error) {
+    ui.whereError.hidden = true;
+    ui.whereError.replaceChildren();
+    ui.where.classList.remove('invalid');
+    return;
+  }
+  const position = Number.isInteger(error.position) ? error.position : null;
+  const parts = [el('div', {className: 'message'},
+                    position === null ? error.message : `${error.message} (at position ${position})`)];
+  if (position !== null) {
+    parts.push(el('pre', {className: 'caret'}, where + '\n' + ' '.repeat(position) + '^'));
+  }
+  ui.whereError.replaceChildren(...parts);
+  ui.whereError.hidden = false;
+  ui.where.classList.add('invalid');
+}
+
+export function showStatus(ui, text) {
+  ui.status.textContent = text;
+  ui.status.hidden = !text;
+}
+
+/** The full row, pretty-printed JSON, beside the table; null closes it. */
+export function showDetail(ui, row) {
+  if (!row) {
+    ui.detail.hidden = true;
+    ui.detail.replaceChildren();
+    return;
+  }
+  const close = el('button', {type: 'button', className: 'close', title: 'close'}, '×');
+  close.addEventListener('click', () => {
+    for (const tr of ui.table.querySelectorAll('tr.selected')) tr.classList.remove('selected');
+    showDetail(ui, null);
+  });
+  const title = `${cellText(row.run)} · ${cellText(row.tag)} · step ${cellText(row.step)}`;
+  ui.detail.replaceChildren(
+    el('div', {className: 'detail-head'}, el('strong', {}, title), close),
+    el('pre', {className: 'json'}, JSON.stringify(row, null, 2)));
+  ui.detail.hidden = false;
+}
