@@ -3,21 +3,16 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
+import tbserver
+
 import tbkit
 
 TBKIT = os.path.join(os.path.dirname(sys.executable), "tbkit")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_demo_no_serve_logs_every_kind_of_summary(tmp_path):
@@ -38,7 +33,7 @@ def test_demo_no_serve_logs_every_kind_of_summary(tmp_path):
 
 
 def test_demo_serves_tensorboard_on_127_0_0_1(tmp_path):
-    port = free_port()
+    port = tbserver.free_port()
     server = subprocess.Popen(
         [TBKIT, "demo", "--logdir", str(tmp_path), "--steps", "30", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -59,6 +54,7 @@ def test_demo_serves_tensorboard_on_127_0_0_1(tmp_path):
         with urllib.request.urlopen(url + "data/plugins_listing", timeout=30) as response:
             plugins = json.load(response)
         assert plugins["scalars"]["enabled"] and plugins["histograms"]["enabled"]
+        assert plugins["tbkit"]["enabled"]  # the demo's records show in the plugin tab
     finally:
         server.send_signal(signal.SIGINT)
         try:

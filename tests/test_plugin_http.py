@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
+import tbserver
 import tensorflow as tf
 from tensorboard import errors
 from tensorboard.plugins import base_plugin
@@ -22,12 +21,6 @@ from tbkit_plugin.plugin import TbkitPlugin
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "/data/plugin/tbkit"
 N = 1500
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port: int, path: str, params=()) -> tuple[int, str, bytes]:
@@ -61,35 +54,9 @@ def logdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(logdir):
-    """A real TensorBoard, started and stopped by PID; yields its port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-         "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"tensorboard exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                if get(port, "/data/plugins_listing")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("tensorboard did not answer within 60 s")
-            time.sleep(0.2)
+    """A real TensorBoard on 127.0.0.1, started and stopped by PID; yields its port."""
+    with tbserver.tensorboard(str(logdir)) as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stderr.close()
 
 
 def get_json(port, route, params=()):

@@ -1,0 +1,60 @@
+"""A real ``tensorboard`` process on 127.0.0.1 and a free port, for tests; stopped by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def tensorboard(logdir: str, timeout: float = 60) -> Iterator[int]:
+    """Run TensorBoard on ``logdir`` until it lists the tbkit plugin as enabled; yield its port.
+
+    Raises:
+        RuntimeError: it exited, or did not list the plugin within ``timeout`` seconds.
+    """
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not _lists_tbkit(port):
+            if proc.poll() is not None:
+                raise RuntimeError(f"tensorboard exited: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"tensorboard did not list the tbkit plugin in {timeout} s")
+            time.sleep(0.2)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stderr.close()
+
+
+def _lists_tbkit(port: int) -> bool:
+    url = f"http://127.0.0.1:{port}/data/plugins_listing"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(json.load(response).get("tbkit", {}).get("enabled"))
+    except OSError:
+        return False
