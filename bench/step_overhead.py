@@ -23,6 +23,7 @@ Variants: bare; tbkit (record every 10, scalars at info every 100, histograms of
 at debug every 1 000); tbkit with the threshold at error (nothing records); naive
 (``loss.numpy()`` + ``logging.info`` every step, ``json.dumps`` of the record every 10); plain
 ``tf.summary`` (a callable ``record_if`` per op); tensorboardX (``add_scalar`` every step);
+one unguarded ``tf.summary.scalar`` every step (the yardstick the issue's targets name);
 Keras ``fit`` with and without ``TensorBoard(update_freq=1)``. Logdirs are temporary folders.
 """
 
@@ -201,6 +202,28 @@ def plain_summary(body, weights, tmp):
     return lambda i, x, y: fn(x, y)
 
 
+def one_scalar(body, weights, tmp):
+    """The yardstick of the targets: one ``tf.summary.scalar`` every step, no guard."""
+    writer = tf.summary.create_file_writer(tempfile.mkdtemp(dir=tmp))
+    CLOSERS.append(writer.close)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    @tf.function
+    def fn(x, y):
+        m = body(x, y)
+        tf.summary.scalar("loss", m["loss"], step=step_var)
+        step_var.assign_add(1)
+        return m["loss"]
+
+    def step(i, x, y):
+        if fn.experimental_get_tracing_count():
+            return fn(x, y)  # bound to the writer it was traced under
+        with writer.as_default():  # once: leaving it flushes, which a step must not do
+            return fn(x, y)
+
+    return step
+
+
 def with_tensorboardx(body, weights, tmp):
     writer = tensorboardX.SummaryWriter(tempfile.mkdtemp(dir=tmp))
     CLOSERS.append(writer.close)
@@ -257,6 +280,7 @@ def build(workload, tmp):
         "naive (.numpy + logging)": naive,
         "plain tf.summary": plain_summary,
         "tensorboardX": with_tensorboardx,
+        "one unguarded tf.summary.scalar": one_scalar,
     }
     return {name: block_runner(make(body, weights, tmp), batches)
             for name, make in makers.items()}

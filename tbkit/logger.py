@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tbkit import context, levels, ops
 from tbkit.errors import LoggerClosedError, TbkitTypeError, TbkitValueError, expected
+from tbkit.profile import ProfileWindow, check_window
 from tbkit.writer import UnflushedWriter
 
 _STEP_EXPECTED = "a scalar int64 tf.Variable such as optimizer.iterations"
@@ -39,9 +40,19 @@ def _step_variable(step: Any) -> tf.Variable:
     return variable
 
 
-def _close_writer(writer) -> None:
+def _close(hooks: list[Callable[[], None]], writer) -> None:
+    """Run the close hooks (a failing one does not stop the others), then flush and close the
+    writer; the first hook's error is raised once the writer is closed."""
+    failures = []
+    for hook in hooks:
+        try:
+            hook()
+        except Exception as e:  # noqa: BLE001 - re-raised once the writer is closed
+            failures.append(e)
     writer.flush()
     writer.close()
+    if failures:
+        raise failures[0]
 
 
 class SummaryLogger(tf.Module):
@@ -57,6 +68,9 @@ class SummaryLogger(tf.Module):
             default the logger owns one that starts at 0 and its decorated steps advance it.
         max_queue: summaries the writer queues before it writes to disk.
         flush_millis: longest time between flushes of the writer.
+        profile_steps: ``(start, stop)`` records a TensorFlow profiler trace of the steps
+            ``start <= step < stop`` of this logger's decorated steps into the run's folder,
+            for TensorBoard's Profile tab (see :mod:`tbkit.profile`).
     """
 
     def __init__(
@@ -68,6 +82,7 @@ class SummaryLogger(tf.Module):
         step: tf.Variable | None = None,
         max_queue: int = 100,
         flush_millis: int = 10_000,
+        profile_steps: tuple[int, int] | None = None,
     ):
         super().__init__(name="tbkit_logger")
         if not isinstance(logdir, (str, os.PathLike)):
@@ -91,7 +106,20 @@ class SummaryLogger(tf.Module):
         self._open = tf.Variable(True, trainable=False, name="open")
         self._closed = False
         self._entered: list = []
-        self._finalizer = weakref.finalize(self, _close_writer, self._writer)
+        self._close_hooks: list[Callable[[], None]] = []
+        self._finalizer = weakref.finalize(self, _close, self._close_hooks, self._writer)
+        self.profile_window = self._profile_window(profile_steps)
+
+    def _profile_window(self, profile_steps: Any) -> ProfileWindow | None:
+        window = check_window(profile_steps)
+        if window is None:
+            return None
+        if not self._owns_step:
+            raise TbkitValueError(
+                "'profile_steps' needs a logger that owns its step (got step=): the window is "
+                "counted on the host from the calls that advance the step."
+            )
+        return ProfileWindow(self._logdir, *window, step=self.step)
 
     # -- what it writes, and when ------------------------------------------------------------
 
@@ -219,8 +247,25 @@ class SummaryLogger(tf.Module):
         """Flush and close the writer; later writes raise :class:`LoggerClosedError`."""
         if not self._closed:
             self._closed = True
+            if self.profile_window is not None:
+                self.profile_window.close()
             self._open.assign(False)
             self._finalizer()
+
+    def add_close_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` when the logger closes, just before its writer flushes and closes.
+
+        Hooks run in the order added, at :meth:`close` (so on leaving ``with log:``) or, for a
+        logger never closed, when it is garbage-collected or at interpreter exit. Companions
+        that queue writes (the logging bridge) drain there, so nothing they hold is lost. A
+        hook must not refer to the logger itself, or the logger lives until exit.
+        """
+        self._check_open()
+        if not callable(hook):
+            raise TbkitTypeError(expected("hook", "a callable taking no arguments", hook))
+        if not self._finalizer.alive:  # finalized at interpreter exit without close()
+            raise LoggerClosedError(f"SummaryLogger({self._logdir!r}) is closed.")
+        self._close_hooks.append(hook)
 
     def train_step(self, fn: Callable | None = None, **options: Any):
         """Decorate a training step; see :class:`tbkit.step.TrainStep` for ``options``."""

@@ -2,8 +2,8 @@
 
 While the body traces, tbkit ops only *collect* their summaries. After the body, the collector
 adds one recorded branch per sampling rule (level, interval or ``when``), all behind a single
-outer ``tf.cond``, so a step that records nothing pays for a few integer ops and one branch.
-Then the step variable is incremented: ops in a call see the step before it.
+gate (see :func:`_call_if`), so a step that records nothing pays for a few integer ops and
+one Switch. Then the step variable is incremented: ops in a call see the step before it.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class StepCollector:
         and the step is a multiple of the gcd of every interval in use (or some ``when`` is
         true). Behind the gate, one call of a function that is not inlined decides each rule
         exactly and writes, so a step that records nothing never visits the formatting ops.
+        Later uses of the resources the writes touch are ordered after the gate's Merge.
         """
         if not self._pending:
             return
@@ -98,10 +99,9 @@ class StepCollector:
             ):
                 for batch in groups.values():
                     recorded = self.logger.should_record(batch[0], self.step, threshold)
-                    tf.cond(recorded, _not_inlined(functools.partial(_write, batch, self.step)),
-                            _nothing)
+                    _call_if(recorded, functools.partial(_write, batch, self.step))
 
-        tf.cond(self._gate(groups), _not_inlined(record), _nothing)
+        _call_if(self._gate(groups), record)
 
     def _gate(self, groups: dict[Any, list[ops.Pending]]) -> tf.Tensor:
         """True on every step where some group may record (a superset of them, cheaply)."""
@@ -129,15 +129,31 @@ def _write(batch: list[ops.Pending], step: tf.Tensor) -> None:
         ops.write(pending, step)
 
 
-def _not_inlined(fn: Callable[[], None]) -> Callable[[], None]:
-    """``fn`` as a function TensorFlow calls rather than inlines: as the branch of a
-    ``tf.cond`` it is one node, so a step that does not take the branch never visits its ops.
+def _call_if(pred: tf.Tensor, fn: Callable[[], None]) -> None:
+    """Call ``fn``, traced as a function of its own, only on steps where ``pred`` holds.
+
+    A ``tf.cond`` sends every tensor its branch uses through a Switch node, and those run on
+    every step (about 15 of them for a typical step, most of the gate's cost). Here only
+    ``pred`` goes through a Switch: the call waits on a control edge from its true side, so on
+    other steps the call is dead and never runs, and a Merge after it makes what follows live
+    again. The function is marked ``_noinline`` so it stays one node, and it is called with the
+    raw op, which (unlike a ``tf.function`` call) does not mark its resource inputs read-only:
+    automatic control dependencies then order later uses of those resources after the Merge
+    rather than after the call, whose deadness would spread to them.
     """
-    return tf.function(fn, autograph=False, experimental_attributes={"_noinline": True})
 
+    def call() -> tf.Tensor:
+        fn()
+        return tf.constant(True)
 
-def _nothing() -> None:
-    return None
+    traced = tf.function(call, autograph=False, experimental_attributes={"_noinline": True})
+    concrete = traced.get_concrete_function()
+    skip, take = tf.raw_ops.Switch(data=pred, pred=pred)
+    with tf.control_dependencies([tf.identity(take)]):
+        (done,) = tf.raw_ops.StatefulPartitionedCall(
+            args=concrete.captured_inputs, Tout=[tf.bool], f=concrete
+        )
+    tf.raw_ops.Merge(inputs=[skip, done])
 
 
 class TrainStep:
@@ -207,7 +223,11 @@ class TrainStep:
 
     def __call__(self, *args, **kwargs):
         self._logger._check_open()
-        return self.function(*args, **kwargs)
+        window = self._logger.profile_window
+        if window is None or window.done:
+            return self.function(*args, **kwargs)
+        with window.around_call(self._advance):
+            return self.function(*args, **kwargs)
 
     def __get__(self, instance, owner=None):
         """Decorating a method binds it like a function: ``model.train_step(x)``."""
