@@ -1,0 +1,579 @@
+"""The `tbkit` command line's reading commands: export, tail and stats, through the real script.
+
+Logdirs are written with tbkit.SummaryLogger and plain tf.summary; what the commands print is
+compared with tbkit.read_records (export), TensorBoard's own event loader (tail, stats) and what
+the test wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pty
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import google_crc32c
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tensorboard.backend.event_processing import event_file_loader
+from tensorboard.compat.proto import event_pb2
+from test_imports import BLOCK_TENSORFLOW
+
+import tbkit
+from tbkit import cli, query, stream, summary_pb
+
+TBKIT = os.path.join(os.path.dirname(sys.executable), "tbkit")
+BIG = 2**62 + 1
+NOTES = ["plain", 'comma, "quoted"\nnew line', "Straße ünïcode", "", "tab\there", "x"]
+
+
+def run_tbkit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([TBKIT, *map(str, args)], capture_output=True, text=True,
+                          encoding="utf-8", timeout=300, env=env)  # fmt: skip
+
+
+def rename_new(folder: Path, before: set, name: str) -> None:
+    """Give the event file a writer just made a name that sorts where the test wants it."""
+    (new,) = set(folder.iterdir()) - before
+    new.rename(folder / name)
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory) -> Path:
+    """exp/train (records, scalars, histograms, text; resumed at step 4, which pre-empts steps
+    4 and 5), exp/validation (other fields), plain (TensorBoard's own summaries only)."""
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("logs")
+    train_dir = root / "exp" / "train"
+    train_dir.mkdir(parents=True)
+
+    def write_train(first_step: int, steps: int, note_prefix: str, file_name: str) -> None:
+        before = set(train_dir.iterdir())
+        log = tbkit.SummaryLogger(train_dir, every={"info": 1, "debug": 2})
+        log.step.assign(first_step)
+
+        @log.train_step
+        def step(note):
+            s = tf.cast(log.step, tf.float32)
+            loss = tf.where(tf.equal(s, 3.0), float("nan"), 1.0 / (s + 1.0))
+            tbkit.scalar("loss", loss)
+            tbkit.histogram("weights", tf.range(10.0) * s, level="debug")
+            tbkit.record("train", {"loss": loss, "big": tf.constant(BIG, tf.int64),
+                                   "note": note, "opt": {"lr": 0.1 / (s + 1.0)}})  # fmt: skip
+            tbkit.text("msg", tf.strings.join(["debug at ", tf.strings.as_string(log.step)]),
+                       level="debug")  # fmt: skip
+
+        with log:
+            for i in range(steps):
+                step(tf.constant(note_prefix + NOTES[i % len(NOTES)]))
+        rename_new(train_dir, before, file_name)
+
+    write_train(0, 6, "", "events.out.tfevents.1.host.1.0.v2")
+    write_train(4, 2, "resumed ", "events.out.tfevents.2.host.1.0.v2")
+
+    validation = tbkit.SummaryLogger(root / "exp" / "validation", every={"info": 1})
+
+    @validation.train_step
+    def evaluate(acc):
+        tbkit.record("eval", {"acc": acc, "opt": {"beta": 0.9}, "ok": acc > 0.5})
+
+    with validation:
+        for acc in (0.25, 0.75, 1.0):
+            evaluate(tf.constant(acc))
+
+    writer = tf.summary.create_file_writer(str(root / "plain"))
+    with writer.as_default():
+        for step in range(4):
+            tf.summary.scalar("s", step / 2, step=step)
+            tf.summary.histogram("h", tf.range(100.0) * step, step=step)
+            tf.summary.text("t", f"note {step}", step=step)
+            tf.summary.image("img", tf.zeros([1, 8, 8, 3]) + step / 4, step=step)
+    writer.close()
+    return root
+
+
+def json_line(r: tbkit.Record) -> str:
+    obj = {"run": r.run, "tag": r.tag, "step": r.step, "wall_time": r.wall_time,
+           "level": r.level, **r.fields}  # fmt: skip
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def strict_loads(line: str):
+    def refuse(name):
+        raise ValueError(f"{name} is not strict JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def export_lines(logdir: Path, *args: str, tmp_path: Path) -> list[str]:
+    out = tmp_path / "out.jsonl"
+    assert cli.main(["export", str(logdir), "-o", str(out), *args]) == 0
+    return out.read_text(encoding="utf-8").splitlines()
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+def test_export_jsonl_is_read_records_one_strict_object_a_line(logdir):
+    done = run_tbkit("export", logdir)
+    assert done.returncode == 0 and done.stderr == ""
+    records = list(tbkit.read_records(logdir))
+    assert done.stdout.splitlines() == [json_line(r) for r in records]
+    objects = [strict_loads(line) for line in done.stdout.splitlines()]
+    train = [o for o in objects if o["tag"] == "train"]
+    assert [o["step"] for o in train] == [0, 1, 2, 3, 4, 5]  # 4 and 5 from the resumed run
+    assert [o["note"] for o in train][4:] == ["resumed plain", 'resumed comma, "quoted"\nnew line']
+    assert {o["big"] for o in train} == {BIG}  # int64 exact
+    assert [o["loss"] for o in train if o["step"] == 3] == ["NaN"]
+    assert list(objects[0])[:5] == ["run", "tag", "step", "wall_time", "level"]
+
+
+def _number(value) -> float | None:
+    if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
+        return float(value.replace("Infinity", "inf"))
+    return value if type(value) in (int, float) else None
+
+
+FILTERS = [
+    (["--where", "loss > 0.2"], lambda r: (_number(r.fields.get("loss")) or 0) > 0.2),
+    (["--where", "loss == NaN"], lambda r: r.fields.get("loss") == "NaN"),
+    (["--where", 'note contains "STRASSE"'],
+     lambda r: "strasse" in r.fields.get("note", "").casefold()),
+    (["--where", f"big == {BIG} and step >= 2"], lambda r: r.fields.get("big") == BIG
+     and r.step >= 2),  # fmt: skip
+    (["--where", "opt.lr < 0.04 or ok == true"],
+     lambda r: (_number(r.fields.get("opt", {}).get("lr")) or 1) < 0.04
+     or r.fields.get("ok") is True),
+    (["--where", "level >= info and not tag == \"train\""],
+     lambda r: r.level in ("info", "warning", "error") and r.tag != "train"),
+    (["--run", "exp/validation"], lambda r: r.run == "exp/validation"),
+    (["--tag", "msg", "--tag", "eval"], lambda r: r.tag in ("msg", "eval")),
+    (["--run", "exp/train", "--tag", "msg", "--where", "step > 0"],
+     lambda r: r.run == "exp/train" and r.tag == "msg" and r.step > 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "keep"), FILTERS, ids=[" ".join(a) for a, _ in FILTERS])
+def test_export_filters_match_a_python_filter_over_read_records(logdir, tmp_path, args, keep):
+    expected = [json_line(r) for r in tbkit.read_records(logdir) if keep(r)]
+    assert expected  # every case selects something...
+    assert len(expected) < len(list(tbkit.read_records(logdir)))  # ...and leaves something out
+    assert export_lines(logdir, *args, tmp_path=tmp_path) == expected
+
+
+def expected_columns(records) -> list[str]:
+    """Built-ins, then per run, per tag in first-seen order, each tag's flat fields in order."""
+    per_run: dict[str, dict[str, dict[str, None]]] = {}
+    for r in records:
+        keys = per_run.setdefault(r.run, {}).setdefault(r.tag, {})
+        keys.update(dict.fromkeys(query.flatten(r.fields)))
+    columns = dict.fromkeys(["run", "tag", "step", "wall_time", "level"])
+    for tags in per_run.values():
+        for keys in tags.values():
+            columns.update(keys)
+    return list(columns)
+
+
+def test_export_csv_is_rfc4180_and_parses_back(logdir):
+    done = subprocess.run([TBKIT, "export", str(logdir), "--format", "csv"], capture_output=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode("utf-8")
+    records = list(tbkit.read_records(logdir))
+    table = list(csv.reader(io.StringIO(text, newline="")))
+    columns = expected_columns(records)
+    assert table[0] == columns
+    assert columns[5:] == ["loss", "big", "note", "opt.lr", "message", "acc", "opt.beta", "ok"]
+    inner = sum(r.fields.get("note", "").count("\n") for r in records)
+    assert inner > 0
+    assert text.count("\r\n") == len(records) + 1  # CRLF ends every row and the header...
+    assert text.count("\n") == len(records) + 1 + inner  # ...a newline in a cell stays as is
+    rows = [dict(zip(columns, row, strict=True)) for row in table[1:]]
+    assert len(rows) == len(records)
+    for row, r in zip(rows, records, strict=True):
+        flat = query.flatten(r.fields)
+        assert (row["run"], row["tag"], row["step"], row["level"]) == (
+            r.run, r.tag, str(r.step), r.level)  # fmt: skip
+        assert float(row["wall_time"]) == r.wall_time
+        for name in columns[5:]:
+            value = flat.get(name)
+            if value is None:
+                assert row[name] == ""
+            elif isinstance(value, bool):
+                assert row[name] == json.dumps(value)
+            elif isinstance(value, float):
+                assert float(row[name]) == value
+            else:
+                assert row[name] == str(value)  # strings as written, ints exact
+    assert {row["big"] for row in rows if row["tag"] == "train"} == {str(BIG)}
+    assert {row["ok"] for row in rows if row["tag"] == "eval"} == {"false", "true"}
+
+
+def test_export_format_follows_the_output_suffix_and_where_narrows_csv(logdir, tmp_path):
+    out = tmp_path / "losses.csv"
+    assert cli.main(["export", str(logdir), "--where", "loss < 0.3", "-o", str(out)]) == 0
+    with open(out, newline="", encoding="utf-8") as f:
+        table = list(csv.reader(f))
+    keep = [r for r in tbkit.read_records(logdir) if (_number(r.fields.get("loss")) or 1) < 0.3]
+    assert table[0] == expected_columns(list(tbkit.read_records(logdir)))
+    assert [(row[1], int(row[2])) for row in table[1:]] == [(r.tag, r.step) for r in keep]
+
+
+def test_export_streams_in_constant_memory(tmp_path):
+    """Peak memory with 4x the records stays put (read_records' own peak grows with them)."""
+
+    def peak(n: int) -> tuple[int, int]:
+        root = tmp_path / f"n{n}"
+        items = [(step, "train", {"i": step, "pad": "p" * 3000}) for step in range(n)]
+        write_raw(root / "run" / "events.out.tfevents.1.h.1.0.v2", items)
+        tracemalloc.start()
+        assert cli.main(["export", str(root), "--format", "csv", "-o", str(tmp_path / "o")]) == 0
+        exported = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        list(tbkit.read_records(root))
+        whole = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return exported, whole
+
+    (small, small_whole), (big, big_whole) = peak(500), peak(2000)  # 1.5 and 6 MB files
+    assert big_whole > 3 * small_whole  # what holding every record costs
+    assert big < 1.3 * small
+
+
+def test_output_file_appears_whole_or_not_at_all(logdir, tmp_path):
+    out = tmp_path / "out.jsonl"
+    assert cli.main(["export", str(logdir), "--where", "los > 1", "-o", str(out)]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+ERRORS = [
+    (["export", "{missing}"], 1, "tbkit export: logdir '{missing}' does not exist"),
+    (["export", "{empty}"], 1, "tbkit export: no tbkit records under '{empty}'"),
+    (["export", "{logdir}", "--run", "plain"], 1,
+     "tbkit export: no tbkit records in run 'plain' under '{logdir}'"),
+    (["export", "{logdir}", "--where", "loss >"], 2,
+     "tbkit export: --where: expected a value after '>' (got end of query) at 6"),
+    (["export", "{logdir}", "--where", "los > 1"], 2,
+     "tbkit export: --where: unknown field 'los' (did you mean 'loss'?) at 0"),
+    (["export", "{logdir}", "--where", 'msg matches "a+"'], 2,
+     "tbkit export: --where: 'matches' is not supported (a regular expression can take "
+     "exponential time); use 'contains' at 4"),
+    (["export", "{logdir}", "--run", "exp/trian"], 2,
+     "tbkit export: no run 'exp/trian' under '{logdir}' (did you mean 'exp/train'?)"),
+    (["export", "{logdir}", "--tag", "evl"], 2,
+     "tbkit export: no tbkit records with tag 'evl' (did you mean 'eval'?)"),
+    (["export", "{logdir}", "-o", "{missing}/out.jsonl"], 1,
+     "tbkit export: No such file or directory: '{missing}/out.jsonl'"),
+    (["tail", "{missing}"], 1, "tbkit tail: logdir '{missing}' does not exist"),
+    (["tail", "{empty}"], 1, "tbkit tail: no tbkit records under '{empty}'"),
+    (["stats", "{missing}"], 1, "tbkit stats: logdir '{missing}' does not exist"),
+    (["stats", "{empty}"], 1, "tbkit stats: no event files under '{empty}'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "code", "message"), ERRORS, ids=[" ".join(e[0]) for e in ERRORS])
+def test_errors_are_one_line_and_a_nonzero_exit(logdir, tmp_path, args, code, message):
+    names = {"missing": str(tmp_path / "missing"), "empty": str(tmp_path / "empty"),
+             "logdir": str(logdir)}  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    done = run_tbkit(*[a.format(**names) for a in args])
+    assert (done.returncode, done.stdout) == (code, "")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(message.format(**names))
+
+
+def test_progress_bar_on_a_terminal_only(logdir, tmp_path):
+    out = tmp_path / "out.jsonl"
+    leader, follower = pty.openpty()
+    try:
+        export = subprocess.Popen([TBKIT, "export", str(logdir), "-o", str(out)],
+                                  stderr=follower, stdout=subprocess.DEVNULL,
+                                  env={**os.environ, "TERM": "xterm"})  # fmt: skip
+        os.close(follower)
+        shown = b""
+        while True:  # read while it runs: a full terminal buffer would block it
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert export.wait(timeout=300) == 0
+    finally:
+        os.close(leader)
+    count = len(list(tbkit.read_records(logdir)))
+    assert b"\x1b[?25l" in shown  # rich's live display took the terminal (hid the cursor)
+    assert f"{count} records to {out}".encode() in shown
+    quiet = run_tbkit("export", logdir, "-o", out)  # stderr is a pipe here
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+
+
+# -- the stream behind export -------------------------------------------------------------
+
+
+def masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def frame(event: event_pb2.Event) -> bytes:
+    data = event.SerializeToString()
+    length = struct.pack("<Q", len(data))
+    return length + masked_crc(length) + data + masked_crc(data)
+
+
+def record_event(step: int, tag: str, fields: dict, *, metadata: bool = True) -> event_pb2.Event:
+    event = event_pb2.Event(step=step, wall_time=1_700_000_000 + step / 8)
+    event.summary.CopyFrom(summary_pb.record_pb(tag, fields))
+    if not metadata:
+        event.summary.value[0].ClearField("metadata")
+    return event
+
+
+def write_raw(path: Path, items, mode: str = "wb") -> None:
+    """Frames of ``(step, tag, fields)`` records, written without TensorFlow."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode) as f:
+        for step, tag, fields in items:
+            f.write(frame(record_event(step, tag, fields)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 6), st.booleans(),
+                          st.integers(0, 2)), max_size=30))  # fmt: skip
+def test_stream_equals_read_records_through_restarts(items):
+    """Random step sequences with restarts, data before metadata, several files and runs."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        for i, (tag, step, with_metadata, where) in enumerate(items):
+            path = root / ("r1" if where < 2 else "r2") / f"events.out.tfevents.{where}.h.1.0.v2"
+            path.parent.mkdir(exist_ok=True)
+            with open(path, "ab") as f:
+                f.write(frame(record_event(step, tag, {"i": i}, metadata=with_metadata)))
+        for run, tag in [(None, None), ("r1", None), (None, "a")]:
+            assert list(stream.records(root, run, tag)) == list(tbkit.read_records(root, run, tag))
+
+
+def test_csv_columns_leave_out_fields_only_pre_empted_data_had(tmp_path):
+    run = tmp_path / "run"
+    write_raw(
+        run / "events.out.tfevents.1.h.1.0.v2",
+        [(0, "t", {"a": 0}), (5, "t", {"a": 5, "old": 1}), (1, "u", {"b": 1})],
+    )
+    write_raw(run / "events.out.tfevents.2.h.1.0.v2", [(3, "t", {"a": 3, "new": 1})])  # resumed
+    out = tmp_path / "out.csv"
+    assert cli.main(["export", str(tmp_path), "-o", str(out)]) == 0
+    with open(out, newline="", encoding="utf-8") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["run", "tag", "step", "wall_time", "level", "a", "new", "b"]
+    assert [row[1:3] for row in table[1:]] == [["t", "0"], ["u", "1"], ["t", "3"]]
+    done = run_tbkit("export", tmp_path, "--where", "old == 1")
+    assert (done.returncode, done.stderr) == (
+        2, "tbkit export: --where: unknown field 'old' at 0\n")  # fmt: skip
+
+
+# -- tail ------------------------------------------------------------------------------------
+
+
+def written_records(logdir: Path) -> list[tuple]:
+    """Every tbkit record in write order, pre-empted ones too, read with TensorBoard's loader."""
+    out = []
+    for run, paths in tbkit.read.run_files(str(logdir)):
+        for path in paths:
+            for event in event_file_loader.EventFileLoader(path).Load():
+                for value in event.summary.value:
+                    if value.metadata.plugin_data.plugin_name != "tbkit":
+                        continue
+                    for raw in value.tensor.string_val:
+                        fields = json.loads(raw)
+                        level = fields.pop("level")
+                        out.append((event.wall_time, run, value.tag, event.step, level, fields))
+    return out
+
+
+def tail_line(wall_time, run, tag, step, level, fields) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(wall_time)))
+    millis = int((wall_time - int(wall_time)) * 1000)
+    text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return f"{stamp}.{millis:03d}  {run}  {tag}  step {step}  {level.upper():<7}  {text}"
+
+
+def test_tail_prints_every_record_as_written(logdir):
+    done = run_tbkit("tail", logdir, env={**os.environ, "TZ": "UTC"})
+    assert done.returncode == 0 and done.stderr == ""
+    written = written_records(logdir)
+    assert len(written) > len(list(tbkit.read_records(logdir)))  # pre-empted ones show too
+    assert done.stdout.splitlines() == [tail_line(*w) for w in written]
+
+
+def test_tail_lines_starts_with_the_most_recent_records(tmp_path):
+    write_raw(tmp_path / "a" / "events.out.tfevents.1.h.1.0.v2", [(10, "t", {}), (11, "t", {})])
+    write_raw(tmp_path / "b" / "events.out.tfevents.1.h.1.0.v2", [(0, "t", {}), (1, "t", {})])
+    done = run_tbkit("tail", tmp_path, "-n", "3")  # file order: a 10, a 11, b 0, b 1
+    assert (done.returncode, done.stderr) == (0, "")
+    assert [line.split("  ")[1:4] for line in done.stdout.splitlines()] == [
+        ["b", "t", "step 1"], ["a", "t", "step 10"], ["a", "t", "step 11"]]  # fmt: skip
+    done = run_tbkit("tail", tmp_path, "-n", "0")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_tail_follow_picks_up_new_records_files_and_runs(tmp_path):
+    first = tmp_path / "train" / "events.out.tfevents.1.h.1.0.v2"
+    write_raw(first, [(0, "log", {"n": 0})])
+    follower = subprocess.Popen(
+        [TBKIT, "tail", "-f", "--interval", "0.05", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+        env={**os.environ, "TZ": "UTC"},
+    )  # fmt: skip
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in follower.stdout], daemon=True).start()
+
+    def next_line() -> str:
+        return lines.get(timeout=120).rstrip("\n")  # a watchdog, not a timing assertion
+
+    try:
+        assert json.loads(next_line().split("  ")[-1]) == {"n": 0}
+        write_raw(first, [(1, "log", {"n": 1})], mode="ab")  # appended to the same file
+        assert json.loads(next_line().split("  ")[-1]) == {"n": 1}
+        whole = frame(record_event(2, "log", {"n": 2}))
+        with open(first, "ab") as f:  # half a record: nothing to print until it is whole
+            f.write(whole[:30])
+            f.flush()
+            write_raw(
+                tmp_path / "train" / "events.out.tfevents.2.h.1.0.v2", [(3, "log", {"n": 3})]
+            )  # a new file in the run
+            assert next_line().split("  ")[1:4] == ["train", "log", "step 3"]
+            f.write(whole[30:])
+        assert next_line().split("  ")[1:4] == ["train", "log", "step 2"]
+        write_raw(tmp_path / "eval" / "events.out.tfevents.1.h.1.0.v2", [(4, "e", {"n": 4})])
+        line = next_line()
+        assert line == tail_line(1_700_000_000.5, "eval", "e", 4, "info", {"n": 4})
+    finally:
+        follower.send_signal(signal.SIGINT)
+        try:
+            follower.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 0
+    assert follower.stderr.read() == ""
+    assert lines.empty()
+
+
+# -- stats -----------------------------------------------------------------------------------
+
+
+def event_bytes_per_tag(run_dir: Path) -> dict[str, tuple[int, int, set]]:
+    """tag → (bytes, events, steps), walking the TFRecord framing here: TF writes one summary
+    value an event, so a tag's bytes are its events' data plus 16 bytes of framing each."""
+    out: dict[str, tuple[int, int, set]] = {}
+    for path in sorted(run_dir.glob("*tfevents*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack_from("<Q", data, offset)
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 16 + length
+            if event.HasField("summary"):
+                assert len(event.summary.value) == 1
+                tag = event.summary.value[0].tag
+            else:
+                tag = f"({event.WhichOneof('what')})"
+            nbytes, events, steps = out.get(tag, (0, 0, set()))
+            out[tag] = (nbytes + 16 + length, events + 1, steps | {event.step})
+    return out
+
+
+def test_stats_json_counts_every_plugin(logdir):
+    done = run_tbkit("stats", logdir, "--json")
+    assert done.returncode == 0 and done.stderr == ""
+    report = json.loads(done.stdout)
+    by_tag = {(t["run"], t["tag"]): t for t in report["tags"]}
+    for run in ("exp/train", "exp/validation", "plain"):
+        expected = event_bytes_per_tag(logdir / run)
+        got = {tag: (t["bytes"], t["events"], t["steps"]) for (r, tag), t in by_tag.items()
+               if r == run}  # fmt: skip
+        assert got == {tag: (b, e, len(s)) for tag, (b, e, s) in expected.items()}
+        files = sorted((logdir / run).glob("*tfevents*"))
+        (row,) = [r for r in report["runs"] if r["run"] == run]
+        assert row["bytes"] == sum(f.stat().st_size for f in files)
+        assert (row["files"], row["unreadable_bytes"]) == (len(files), 0)
+    plain = {tag: by_tag[("plain", tag)] for tag in ("s", "h", "t", "img")}
+    assert {tag: (t["plugin"], t["events"], t["steps"]) for tag, t in plain.items()} == {
+        "s": ("scalars", 4, 4), "h": ("histograms", 4, 4), "t": ("text", 4, 4),
+        "img": ("images", 4, 4)}  # fmt: skip
+    train = {tag: by_tag[("exp/train", tag)] for tag in ("train", "msg", "loss", "weights")}
+    assert {tag: (t["plugin"], t["events"], t["steps"]) for tag, t in train.items()} == {
+        "train": ("tbkit", 8, 6),
+        "msg": ("tbkit", 4, 3),
+        "loss": ("scalars", 8, 6),
+        "weights": ("histograms", 4, 3),
+    }  # fmt: skip (6 + 2 resumed steps; debug every 2)
+    assert report["bytes"] == sum(r["bytes"] for r in report["runs"])
+    assert report["bytes"] == sum(t["bytes"] for t in report["tags"])
+    assert report["bytes"] == sum(p["bytes"] for p in report["plugins"])
+    for rows in (report["runs"], report["plugins"], report["tags"]):
+        assert [r["bytes"] for r in rows] == sorted((r["bytes"] for r in rows), reverse=True)
+    plugins = {p["plugin"]: p for p in report["plugins"]}
+    assert plugins["tbkit"]["tags"] == 3 and plugins["images"]["events"] == 4
+
+
+def test_stats_table_and_damaged_files(logdir, tmp_path):
+    damaged = tmp_path / "run"
+    damaged.mkdir()
+    source = sorted((logdir / "plain").glob("*tfevents*"))[0].read_bytes()
+    (damaged / "events.out.tfevents.1.h.1.0.v2").write_bytes(source[:-10])  # last record cut
+    last_frame, offset = 0, 0
+    while offset < len(source):  # walk the framing: length, its CRC, data, the data's CRC
+        last_frame = 16 + struct.unpack_from("<Q", source, offset)[0]
+        offset += last_frame
+    report = json.loads(run_tbkit("stats", tmp_path, "--json").stdout)
+    last = next(t for t in report["tags"] if t["tag"] == "img")  # images were written last
+    assert last["events"] == 3
+    assert report["unreadable_bytes"] == last_frame - 10
+    assert report["bytes"] == len(source) - 10
+
+    done = run_tbkit("stats", logdir, "--top", "2")
+    assert done.returncode == 0 and done.stderr == ""
+    lines = done.stdout.splitlines()
+    report = json.loads(run_tbkit("stats", logdir, "--json").stdout)
+    assert lines[0].startswith(f"{logdir}: 3 runs, ")
+    header = lines.index(next(x for x in lines if x.startswith("run  ") and "plugin" in x))
+    biggest = report["tags"][0]
+    assert lines[header + 1].split()[:3] == [biggest["run"], biggest["tag"], biggest["plugin"]]
+    assert lines[header + 3] == f"… {len(report['tags']) - 2} more tags (--top 0 shows all)"
+
+
+# -- no TensorFlow --------------------------------------------------------------------------
+
+
+def test_export_tail_and_stats_do_not_import_tensorflow(logdir):
+    code = (
+        BLOCK_TENSORFLOW
+        + """
+import contextlib, io, sys
+from tbkit import cli
+for argv in (["export", sys.argv[1], "--format", "csv", "--where", "loss > 0"],
+             ["tail", sys.argv[1]], ["stats", sys.argv[1], "--json"]):
+    with contextlib.redirect_stdout(io.TextIOWrapper(io.BytesIO())):
+        assert cli.main(argv) == 0, argv
+print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))
+"""
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(logdir)], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "[]\n", "")
