@@ -49,8 +49,9 @@ def _close(hooks: list[Callable[[], None]], writer) -> None:
             hook()
         except Exception as e:  # noqa: BLE001 - re-raised once the writer is closed
             failures.append(e)
-    writer.flush()
-    writer.close()
+    with tf.init_scope():  # a finalizer may run while some other function traces
+        writer.flush()
+        writer.close()
     if failures:
         raise failures[0]
 

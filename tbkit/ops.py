@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-from tbkit import context, levels, metadata, records
+from tbkit import context, distribute, levels, metadata, records
 from tbkit.errors import NoActiveLoggerError, TbkitTypeError, TbkitValueError, expected
 from tbkit.summary_pb import DEFAULT_BUCKETS
 
@@ -34,6 +34,10 @@ class Pending:
         when: a scalar bool tensor that replaces the interval, or None.
         build: builds the tensor to write; called only inside a recorded branch.
         metadata: the ``SummaryMetadata`` written with the tag's first value.
+        inputs: the tensors (or variables, read lazily) that ``build`` reads.
+        rebind: ``rebind(inputs)`` makes a ``build`` over other tensors of the same shapes and
+            dtypes: how a value is carried out of an XLA body or reduced across replicas.
+        labels: how messages name each input (a record's fields).
     """
 
     op: str
@@ -43,6 +47,27 @@ class Pending:
     when: tf.Tensor | None
     build: Callable[[], tf.Tensor]
     metadata: Any
+    inputs: tuple = ()
+    rebind: Callable[[tuple], Callable[[], tf.Tensor]] | None = None
+    labels: tuple = ()
+
+    def label(self, index: int) -> str:
+        """How messages name ``inputs[index]``: a record's field, or the op's value."""
+        if index < len(self.labels):
+            return self.labels[index]
+        return f"the value of tbkit.{self.op}({self.tag!r})"
+
+    def with_inputs(self, inputs: tuple, *, when: Any = None, tag: str | None = None) -> Pending:
+        """The same summary built from ``inputs`` instead (and ``when``, ``tag`` if given)."""
+        if self.rebind is None:
+            raise TypeError(f"tbkit.{self.op}({self.tag!r}) cannot be rebuilt over new inputs")
+        return dataclasses.replace(
+            self,
+            tag=self.tag if tag is None else tag,
+            when=self.when if when is None else when,
+            inputs=tuple(inputs),
+            build=self.rebind(tuple(inputs)),
+        )
 
 
 def write(pending: Pending, step: tf.Tensor) -> None:
@@ -50,10 +75,18 @@ def write(pending: Pending, step: tf.Tensor) -> None:
     tf.summary.write(pending.tag, pending.build(), step=step, metadata=pending.metadata)
 
 
-def _submit(op: str, name: Any, level: Any, every: Any, when: Any, build, md) -> None:
+def _submit(
+    op: str, name: Any, level: Any, every: Any, when: Any, inputs: tuple, rebind, md,
+    reduce: str | None = None, labels: tuple = (),
+) -> None:
     if not isinstance(name, str) or not name:
         raise TbkitTypeError(expected("name", "a non-empty str", name))
-    target = context.current()
+    if reduce is not None and reduce not in distribute.REDUCTIONS:
+        raise TbkitValueError(
+            expected("reduce", f"None or one of {', '.join(map(repr, distribute.REDUCTIONS))}",
+                     reduce)
+        )
+    target = context.current(_graphs)
     if target is None:
         raise NoActiveLoggerError(
             f"tbkit.{op}({name!r}) needs an active SummaryLogger in this thread: call it inside "
@@ -69,7 +102,18 @@ def _submit(op: str, name: Any, level: Any, every: Any, when: Any, build, md) ->
                 "interval."
             )
         when = _as_condition(op, name, when)
-    target.submit(Pending(op, name, rank, schedule, when, build, md))
+    pending = Pending(op, name, rank, schedule, when, rebind(inputs), md, inputs, rebind, labels)
+    for each in distribute.replicate(pending, reduce):
+        target.submit(each)
+
+
+def _graphs():
+    """The default graph and the graphs enclosing it: where a replica thread looks for the
+    step whose body it traces (see :func:`tbkit.context.current`)."""
+    graph = tf.compat.v1.get_default_graph()
+    while graph is not None:
+        yield graph
+        graph = getattr(graph, "outer_graph", None)
 
 
 def _as_condition(op: str, name: str, when: Any) -> tf.Tensor:
@@ -104,6 +148,7 @@ def scalar(
     every: int | levels.Schedule | None = None,
     when: Any = None,
     description: str = "",
+    reduce: str | None = None,
 ) -> None:
     """Log a scalar, shown in TensorBoard's Scalars dashboard (stored as float32).
 
@@ -114,6 +159,10 @@ def scalar(
         every: the op's own interval (int or Schedule), overriding its level's.
         when: a scalar bool tensor: record exactly on the steps where it is true.
         description: shown in TensorBoard beside the plot.
+        reduce: inside ``strategy.run``: None writes the first replica's local value;
+            ``"mean"``, ``"sum"``, ``"min"``, ``"max"`` all-reduce it across replicas on
+            every step first; ``"replicas"`` writes each replica's value as
+            ``<name>/replica_<i>``. See docs/distributed.md.
     """
     value = _numeric("scalar", name, data)
     if value.shape.rank is not None and value.shape.rank != 0:
@@ -122,7 +171,11 @@ def scalar(
             "histogram, reduce it, or record it as a field."
         )
     md = scalar_metadata.create_summary_metadata(display_name=name, description=description)
-    _submit("scalar", name, level, every, when, lambda: tf.cast(value, tf.float32), md)
+    _submit("scalar", name, level, every, when, (value,), _scalar_build, md, reduce)
+
+
+def _scalar_build(inputs: tuple) -> Callable[[], tf.Tensor]:
+    return lambda: tf.cast(inputs[0], tf.float32)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -145,7 +198,11 @@ def histogram(
         raise TbkitValueError(expected("buckets", "a positive int", buckets))
     value = _numeric("histogram", name, data)
     md = histogram_metadata.create_summary_metadata(display_name=name, description=description)
-    _submit("histogram", name, level, every, when, lambda: bucketize(value, buckets), md)
+    _submit("histogram", name, level, every, when, (value,), _histogram_build(buckets), md)
+
+
+def _histogram_build(buckets: int) -> Callable[[tuple], Callable[[], tf.Tensor]]:
+    return lambda inputs: lambda: bucketize(inputs[0], buckets)
 
 
 def bucketize(data: tf.Tensor, bucket_count: int = DEFAULT_BUCKETS) -> tf.Tensor:
@@ -189,19 +246,38 @@ def record(
     level: str = "info",
     every: int | levels.Schedule | None = None,
     when: Any = None,
+    reduce: str | None = None,
 ) -> None:
     """Log one structured record: a dataclass, namedtuple or dict of tensors and values.
 
     The record becomes one strict-JSON object (the fields plus ``"level"``) built in the graph
     on recorded steps; run, tag, step and wall time come from the event. Field problems are
-    reported at trace time.
+    reported at trace time. ``reduce`` works as for :func:`scalar`, on every tensor field.
     """
     if not isinstance(name, str) or not name:
         raise TbkitTypeError(expected("name", "a non-empty str", name))
     level_name = levels.LEVELS[levels.level_index(level)]
     template = records.template(name, value, level_name)
     md = metadata.create_summary_metadata()
-    _submit("record", name, level, every, when, lambda: tf.reshape(template.encode(), [1]), md)
+    inputs = tuple(template.tensors)
+    labels = tuple(_field_label(name, leaf.where) for leaf in template._leaves)
+    _submit("record", name, level, every, when, inputs, _record_build(template), md, reduce,
+            labels)
+
+
+def _field_label(tag: str, where: str) -> str:
+    """``record 'r' field 'a.b'`` from the unquoted ``record r field a.b``."""
+    path = where[len(f"record {tag} field "):]
+    return f"record {tag!r} field {path!r}"
+
+
+def _record_build(template: records.RecordTemplate) -> Callable[[tuple], Callable[[], tf.Tensor]]:
+    def rebind(tensors: tuple) -> Callable[[], tf.Tensor]:
+        same = all(a is b for a, b in zip(tensors, template.tensors, strict=True))
+        bound = template if same else template.with_tensors(tensors)
+        return lambda: tf.reshape(bound.encode(), [1])
+
+    return rebind
 
 
 @tf.autograph.experimental.do_not_convert

@@ -35,6 +35,7 @@ work on bytes safely: the escaped characters are ASCII, which no multi-byte sequ
 
 from __future__ import annotations
 
+import copy
 import json
 from fractions import Fraction
 from typing import Any
@@ -198,6 +199,16 @@ class RecordTemplate:
     def __init__(self, pieces: list[Any], leaves: list[_Leaf]):
         self._pieces, self._leaves = pieces, leaves
         self.tensors = [leaf.tensor for leaf in leaves]
+
+    def with_tensors(self, tensors: list[tf.Tensor] | tuple) -> RecordTemplate:
+        """The same record over other tensors of the same dtypes and shapes, in field order
+        (the values carried out of an XLA body, or all-reduced across replicas)."""
+        leaves = []
+        for leaf, tensor in zip(self._leaves, tensors, strict=True):
+            twin = copy.copy(leaf)
+            twin.tensor = tensor
+            leaves.append(twin)
+        return RecordTemplate(self._pieces, leaves)
 
     def encode(self) -> tf.Tensor:
         """Build the ops that format the record: a scalar ``tf.string``, the JSON object text.

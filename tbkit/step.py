@@ -8,14 +8,15 @@ one Switch. Then the step variable is incremented: ops in a call see the step be
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
 
-from tbkit import context, ops
+from tbkit import context, distribute, ops
 from tbkit.errors import TbkitTypeError, TbkitValueError, expected
 
 _LOOP_GRAPHS = ("WhileBodyFuncGraph", "WhileCondFuncGraph")  # tf.while_loop, scan, map_fn...
@@ -54,6 +55,7 @@ class StepCollector:
     def submit(self, pending: ops.Pending) -> None:
         """Take a summary from an op called while the step's body traces."""
         graph = tf.compat.v1.get_default_graph()
+        distribute.note_strategy(self)
         earlier = self._tags.setdefault(pending.tag, [])
         if any(not _exclusive(graph, other, self.graph) for other in earlier):
             raise TbkitValueError(
@@ -156,6 +158,19 @@ def _call_if(pred: tf.Tensor, fn: Callable[[], None]) -> None:
     tf.raw_ops.Merge(inputs=[skip, done])
 
 
+@contextlib.contextmanager
+def collecting(collector: StepCollector) -> Iterator[None]:
+    """Make ``collector`` the target of ops in this thread, and in the replica threads of
+    ``strategy.run`` that trace in the same graph (a plain ``context.push`` misses those)."""
+    context.push(collector)
+    context.share(collector.graph, collector)
+    try:
+        yield
+    finally:
+        context.unshare(collector.graph)
+        context.pop(collector)
+
+
 class TrainStep:
     """A training step compiled with ``tf.function`` that logs to one SummaryLogger.
 
@@ -166,10 +181,14 @@ class TrainStep:
             advances it and a logger given ``step=`` (``optimizer.iterations``, or another
             logger's step for an evaluation run) leaves that to the step's owner.
         **function_options: passed to ``tf.function`` (``input_signature``,
-            ``reduce_retracing``, ``autograph``).
+            ``reduce_retracing``, ``autograph``). ``jit_compile=True`` compiles the body with
+            XLA and writes its summaries outside the compiled part (see :mod:`tbkit.xla`).
 
     A user's own ``tf.summary`` calls in the body go to the logger's writer at the same step
-    and record on the steps where the info level records.
+    and record on the steps where the info level records (in a ``jit_compile=True`` body they
+    are refused: XLA cannot write summaries). Inside ``strategy.run`` the ops follow
+    :mod:`tbkit.distribute`; on a worker that does not write summaries (not the chief of a
+    ``MultiWorkerMirroredStrategy``) the step adds no recorded branch.
     """
 
     def __init__(
@@ -180,24 +199,27 @@ class TrainStep:
         if isinstance(fn, tf.types.experimental.PolymorphicFunction):
             function_options.setdefault("input_signature", fn.input_signature)
             fn = fn.python_function
-        if function_options.get("jit_compile"):
-            # TODO(#5): carry collected values out of the XLA-compiled body.
-            raise TbkitValueError(
-                "'jit_compile' must be False or None for now (got True): summaries cannot be "
-                "written inside an XLA-compiled step yet."
-            )
+        jit = function_options.pop("jit_compile", None)
+        if jit not in (None, False, True):
+            raise TbkitTypeError(expected("jit_compile", "a bool or None", jit))
         unknown = set(function_options) - {"input_signature", "reduce_retracing", "autograph",
-                                           "jit_compile", "experimental_attributes"}
+                                           "experimental_attributes"}
         if unknown:
             raise TbkitTypeError(
                 f"@train_step got unknown options {sorted(unknown)}: it takes 'advance', "
-                "'input_signature', 'reduce_retracing', 'autograph' and 'experimental_attributes'."
+                "'input_signature', 'reduce_retracing', 'autograph', 'jit_compile' and "
+                "'experimental_attributes'."
             )
         self._logger = logger
         self._fn = fn
         self._advance = logger.owns_step if advance is None else bool(advance)
         functools.update_wrapper(self, fn)
-        self.function = tf.function(self._body(), **function_options)
+        if jit:
+            autograph = function_options.pop("autograph", True)
+            body = self._jit_body(autograph)
+            self.function = tf.function(body, autograph=False, **function_options)
+        else:
+            self.function = tf.function(self._body(), **function_options)
 
     def _body(self) -> Callable:
         logger, fn, name = self._logger, self._fn, getattr(self._fn, "__qualname__", "the step")
@@ -206,20 +228,58 @@ class TrainStep:
         def body(*args, **kwargs):
             step = logger.step.read_value()
             collector = StepCollector(logger, step, name)
-            context.push(collector)
-            try:
-                with logger.writing(step=step), tf.summary.record_if(
-                    logger.level_predicate("info", step)
-                ):
-                    outputs = fn(*args, **kwargs)
-            finally:
-                context.pop(collector)
-            collector.emit()
-            if self._advance:
-                logger.step.assign_add(1)
+            with collecting(collector), logger.writing(step=step), tf.summary.record_if(
+                logger.level_predicate("info", step)
+            ):
+                outputs = fn(*args, **kwargs)
+            self._finish(collector, collector)
             return outputs
 
         return body
+
+    def _jit_body(self, autograph: bool) -> Callable:
+        """The body for ``jit_compile=True``: the user's function runs in an inner function
+        compiled with XLA, which returns the values the summaries need; they are written here,
+        outside it (see :mod:`tbkit.xla`)."""
+        from tbkit import xla
+
+        logger, fn, name = self._logger, self._fn, getattr(self._fn, "__qualname__", "the step")
+
+        @functools.wraps(fn)
+        def body(*args, **kwargs):
+            step = logger.step.read_value()
+            inner: dict[str, Any] = {}
+
+            def compiled(*args, **kwargs):
+                collector = inner["collector"] = xla.XlaCollector(logger, step, name)
+                with collecting(collector), xla.RefusingWriter(name).as_default(step=step), \
+                        tf.summary.record_if(True):
+                    outputs = fn(*args, **kwargs)
+                tensors, inner["rebuild"] = xla.carry_out(collector.collected)
+                return outputs, tensors
+
+            # A new inner function per trace of the outer one: it traces once, with it.
+            outputs, tensors = tf.function(compiled, jit_compile=True, autograph=autograph)(
+                *args, **kwargs
+            )
+            collector = StepCollector(logger, step, name)
+            for pending in inner["rebuild"](tensors):
+                collector.submit(pending)
+            self._finish(collector, inner["collector"])
+            return outputs
+
+        return body
+
+    def _finish(self, collector: StepCollector, seen: StepCollector) -> None:
+        """Write what ``collector`` holds (on the worker that writes), then advance the step.
+
+        ``seen`` is the collector the ops reported to: it knows the strategy they ran under.
+        """
+        strategy = distribute.strategy_seen_by(seen) or tf.distribute.get_strategy()
+        if distribute.writes_summaries(strategy):
+            collector.emit()
+        if self._advance:
+            self._logger.step.assign_add(1)
 
     def __call__(self, *args, **kwargs):
         self._logger._check_open()

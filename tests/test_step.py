@@ -120,12 +120,6 @@ def test_a_step_neither_flushes_nor_reads_logged_variables_on_every_call(tmp_pat
     assert "ReadVariableOp" not in readers  # the weight is read only when recorded
 
 
-def test_jit_compile_is_refused_until_supported(tmp_path):
-    with tbkit.SummaryLogger(str(tmp_path)) as log:
-        with pytest.raises(tbkit.TbkitValueError, match=r"^'jit_compile' must be False or None"):
-            log.train_step(lambda: None, jit_compile=True)
-
-
 def test_a_tag_logged_twice_in_one_step_is_refused_at_trace_time(tmp_path):
     with tbkit.SummaryLogger(str(tmp_path)) as log:
 
