@@ -76,6 +76,40 @@ def _frame_at(f: BinaryIO, offset: int, size: int) -> tuple[str, bytes]:
     return ("ok" if _masked_crc(data) == int.from_bytes(footer, "little") else "data"), data
 
 
+_BLOCK = 1 << 20  # bytes read at once by the fast path of iter_frames
+
+
+def _intact_frames(f: BinaryIO, offset: int, size: int) -> Iterator[tuple[int, bytes]]:
+    """The fast path of :func:`iter_frames`: read big blocks, check both checksums per frame,
+    and stop (for the careful path to take over) at the first frame that is not intact."""
+    buffer, base = b"", offset  # buffer holds the file's bytes from offset base on
+    header_size, unpack = _HEADER.size, _HEADER.unpack_from
+    while offset + header_size <= size:
+        at = offset - base
+        if at + header_size > len(buffer):
+            f.seek(offset)
+            buffer, base, at = f.read(max(_BLOCK, header_size)), offset, 0
+            if len(buffer) < header_size:
+                return
+        length, length_crc = unpack(buffer, at)
+        if _masked_crc(buffer[at : at + 8]) != length_crc:
+            return
+        end = offset + header_size + length + 4
+        if end > size:
+            return
+        if end - base > len(buffer):
+            f.seek(offset)
+            buffer, base, at = f.read(max(_BLOCK, end - offset)), offset, 0
+            if len(buffer) < end - offset:
+                return
+        data = buffer[at + header_size : at + header_size + length]
+        footer = buffer[at + header_size + length : at + header_size + length + 4]
+        if _masked_crc(data) != int.from_bytes(footer, "little"):
+            return
+        yield offset, data
+        offset = end
+
+
 def iter_frames(path: str, start: int = 0) -> Iterator[tuple[int, bytes]]:
     """Yield ``(byte offset, data)`` of every intact TFRecord in the file at ``path`` from byte
     ``start`` on (a record boundary; the plugin resumes where its last read ended)."""
@@ -86,6 +120,9 @@ def iter_frames(path: str, start: int = 0) -> Iterator[tuple[int, bytes]]:
         return
     with f:
         offset, size = start, os.fstat(f.fileno()).st_size
+        for frame_offset, data in _intact_frames(f, start, size):
+            yield frame_offset, data
+            offset = frame_offset + _HEADER.size + len(data) + 4  # where the careful path goes on
         while (status := _frame_at(f, offset, size))[0] != "end":
             kind, data = status
             if kind == "length":  # scan for the next offset where both checksums hold

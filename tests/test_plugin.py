@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 import warnings
 
 import pytest
 import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tensorboard import errors
 from tensorboard.plugins import base_plugin
 from werkzeug.datastructures import MultiDict
@@ -54,7 +57,7 @@ def logdir(tmp_path_factory):
 
 
 def make_plugin(logdir) -> TbkitPlugin:
-    return TbkitPlugin(base_plugin.TBContext(logdir=str(logdir)), min_interval=0)
+    return TbkitPlugin(base_plugin.TBContext(logdir=str(logdir)), min_interval=0, background=False)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def records(plugin, **params):
 
 
 def test_runs_tags_and_counts_nested_runs(plugin):
-    assert plugin.runs_impl() == {"runs": {
+    assert plugin.runs_impl() == {"complete": True, "runs": {
         "exp/deep/validation": {"alert": 1, "train": 10},
         "exp/train": {"alert": 3, "train": 120},
     }}  # fmt: skip
@@ -145,14 +148,14 @@ def test_levels_step_range_and_search(plugin):
 def test_export_jsonl_and_csv(plugin):
     args = MultiDict([("run", "exp/train"), ("tag", "alert"), ("format", "jsonl")])
     chunks, content_type, name = plugin.export_impl(args)
-    lines = [json.loads(line) for line in "".join(chunks).splitlines()]
+    lines = [json.loads(line) for line in b"".join(chunks).decode().splitlines()]
     assert (content_type, name) == ("application/jsonl; charset=utf-8", "records.jsonl")
     assert [(o["step"], o["x"], o["level"]) for o in lines] == [
         (0, 0.0, "warning"), (50, 50.0, "warning"), (100, 100.0, "warning")]
     args = MultiDict([("run", "exp/train"), ("tag", "train"), ("format", "csv"), ("limit", "1"),
                       ("sort", "step"), ("order", "desc")])  # fmt: skip
     chunks, content_type, _ = plugin.export_impl(args)
-    table = list(csv.reader(io.StringIO("".join(chunks))))
+    table = list(csv.reader(io.StringIO(b"".join(chunks).decode())))
     assert content_type == "text/csv; charset=utf-8"
     assert table[0] == [
         "run", "tag", "step", "wall_time", "level", "loss", "opt.lr", "note", "big"]  # fmt: skip
@@ -163,7 +166,7 @@ def test_export_jsonl_and_csv(plugin):
 
 def test_exports_agree_with_read_records(plugin, logdir):
     chunks, _, _ = plugin.export_impl(MultiDict())
-    exported = [json.loads(line) for line in "".join(chunks).splitlines()]
+    exported = [json.loads(line) for line in b"".join(chunks).decode().splitlines()]
     expected = [{"run": r.run, "tag": r.tag, "step": r.step, "wall_time": r.wall_time,
                  "level": r.level, **r.fields} for r in tbkit.read_records(logdir)]  # fmt: skip
     assert exported == expected
@@ -242,10 +245,185 @@ def test_newer_schema_is_skipped_with_one_warning(tmp_path):
     plugin = make_plugin(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert plugin.runs_impl() == {"runs": {}}
-        assert plugin.runs_impl() == {"runs": {}}
+        assert plugin.runs_impl() == {"runs": {}, "complete": True}
+        assert plugin.runs_impl() == {"runs": {}, "complete": True}
     assert [str(w.message) for w in caught] == [
         "tbkit: skipping run 'new' tag 't': its records have schema version 99, newer than "
         "version 1 that this tbkit reads; upgrade tbkit."
     ]
     assert not plugin.is_active()
+
+
+# The columnar store against the row-by-row references: tbkit.read_records with Query.matches
+# for `where`, selection.sort_key for `sort`, a substring of each export line for `search`.
+
+POOL = [0, 1, -1, 2, 7, 2**53, 2**53 + 1, 2**60 + 1, -(2**60) - 1, 2**64 + 5, 0.5, -0.0, 2.5,
+        1e-3, 1e300, 9007199254740992.0, "NaN", "Infinity", "-Infinity", "abc", "ABC", "Straße",
+        "STRASSE", "got nan here", "", "1", "é", True, False, None, [1, 2], [], {}, {"x": 1},
+        {"x": "deep"}]  # fmt: skip
+
+
+def write_events(run_dir, data, *, metadata_first=True):
+    """Event files without TensorFlow: ``data`` is [(step, [object, ...])], one datum each."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(str(run_dir))
+    for i, (step, objects) in enumerate(data):
+        tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[
+            (o if isinstance(o, str) else json.dumps(o, ensure_ascii=False)).encode()
+            for o in objects])  # fmt: skip
+        value = summary_pb2.Summary.Value(tag="rec", tensor=tensor)
+        if i == 0 and metadata_first:
+            value.metadata.CopyFrom(metadata.create_summary_metadata())
+        event = event_pb2.Event(step=step, wall_time=1.7e9 + i / 8,
+                                summary=summary_pb2.Summary(value=[value]))  # fmt: skip
+        writer.add_event(event)
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Runs of records whose fields hold every JSON kind, big ints, NaN-like strings, nested
+    objects and missing fields; a resumed run (pre-emption) and a run at steps past 2**53."""
+    import random
+
+    rng = random.Random(3)
+    root = tmp_path_factory.mktemp("mixed")
+    ident = iter(range(10**6))
+
+    def obj():
+        o = {"id": next(ident), "level": rng.choice(["debug", "info", "warning", "error"])}
+        for name in ("a", "odd key", "s"):
+            if rng.random() < 0.85:
+                o[name] = rng.choice(POOL)
+        if rng.random() < 0.9:
+            o["b"] = rng.choice([rng.uniform(-3, 3), rng.randrange(-5, 5), "NaN", 2**60 + 3])
+        if rng.random() < 0.5:
+            o["opt"] = {"lr": rng.choice([1e-3, 2e-3, 0.5, None])}
+        return o
+
+    write_events(root / "exp" / "a", [(s, [obj() for _ in range(rng.choice([1, 1, 2]))])
+                                      for s in range(60)])  # fmt: skip
+    write_events(root / "exp" / "b", [(s, [obj()]) for s in range(0, 80, 2)])
+    write_events(root / "resumed", [(s, [obj()]) for s in range(20)])
+    write_events(root / "resumed", [(s, [obj()]) for s in range(8, 15)])  # pre-empts 8 on
+    write_events(root / "big", [(2**60 + s, [obj()]) for s in range(5)])
+    return root
+
+
+@pytest.fixture(scope="module")
+def mixed_plugin(mixed):
+    return make_plugin(mixed)
+
+
+@pytest.fixture(scope="module")
+def mixed_rows(mixed):
+    """Every record as a flat row (built-ins win over fields of the same name), in order."""
+    out = []
+    for r in tbkit.read_records(mixed):
+        row = tbkit.query.flatten(r.fields)
+        row.update(run=r.run, tag=r.tag, step=r.step, wall_time=r.wall_time, level=r.level)
+        out.append(row)
+    return out
+
+
+def ids(plugin, **params):
+    got = records(plugin, limit="1000", **params)
+    assert got["total"] == len(got["rows"]) and got["complete"] is True
+    return [row["id"] for row in got["rows"]]
+
+
+def test_the_store_reads_what_read_records_reads(mixed_plugin, mixed_rows):
+    assert ids(mixed_plugin) == [row["id"] for row in mixed_rows]
+    resumed = [row["step"] for row in mixed_rows if row["run"] == "resumed"]
+    assert resumed == list(range(15))
+    got = records(mixed_plugin, run="big", limit="10")["rows"]
+    assert [r["step"] for r in got] == [str(2**60 + s) for s in range(5)]
+
+
+LITERALS = ["0", "1", "-1", "2", "7", "9007199254740992", "9007199254740993", "1152921504606846977",
+            "1152921504606846976", "18446744073709551621", "-1152921504606846977", "0.5", "-0.0",
+            "2.5", "1e300", "1.152921504606847e18", "9007199254740992.0", "nan", "infinity",
+            "-infinity", "1e-3", '"abc"', '"NaN"', '"Straße"', '""', '"1"', '"é"',
+            '"Infinity"']  # fmt: skip
+FIELDS_Q = ["a", "b", "s", "`odd key`", "opt.lr", "a.x", "id", "step", "wall_time", "run", "tag"]
+NEEDLES = ["nan", "ABC", "strasse", "ß", "1", "2", "true", "[1", "{}", "deep", "e", "0.5", "é",
+           "exp/", "115292150460684697"]  # fmt: skip
+
+
+@st.composite
+def where_text(draw, depth=0):
+    kind = draw(st.sampled_from(["cmp", "cmp", "cmp", "null", "contains", "exists", "level"]
+                                + (["and", "or", "not"] if depth < 3 else [])))  # fmt: skip
+    if kind in ("and", "or"):
+        parts = [draw(where_text(depth + 1)) for _ in range(draw(st.integers(2, 3)))]
+        return "(" + f" {kind} ".join(parts) + ")"
+    if kind == "not":
+        return "not (" + draw(where_text(depth + 1)) + ")"
+    if kind == "level":
+        op = draw(st.sampled_from(["==", "!=", "<", "<=", ">", ">="]))
+        return f"level {op} {draw(st.sampled_from(['debug', 'info', 'warning', 'error']))}"
+    name = draw(st.sampled_from(FIELDS_Q))
+    if kind == "exists":
+        return f"exists {name}"
+    if kind == "contains":
+        return f'{name} contains "{draw(st.sampled_from(NEEDLES))}"'
+    if kind == "null":
+        return f"{name} {draw(st.sampled_from(['==', '!=']))} " + \
+            draw(st.sampled_from(["null", "true", "false"]))  # fmt: skip
+    op = draw(st.sampled_from(["==", "!=", "<", "<=", ">", ">="]))
+    return f"{name} {op} {draw(st.sampled_from(LITERALS))}"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(where_text())
+def test_vectorised_where_equals_the_python_filter(mixed_plugin, mixed_rows, text):
+    q = tbkit.query.parse(text)
+    assert ids(mixed_plugin, where=text) == [row["id"] for row in mixed_rows if q(row)], text
+
+
+@pytest.mark.parametrize("column", ["a", "b", "s", "odd key", "opt.lr", "a.x", "id", "step",
+                                    "wall_time", "run", "tag", "level"])  # fmt: skip
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_vectorised_sort_equals_a_stable_python_sort(mixed_plugin, mixed_rows, column, order):
+    present = [row for row in mixed_rows if row.get(column) is not None]
+    missing = [row for row in mixed_rows if row.get(column) is None]
+    present.sort(key=lambda row: selection.sort_key(row[column]), reverse=order == "desc")
+    assert ids(mixed_plugin, sort=column, order=order) == [row["id"] for row in present + missing]
+
+
+@pytest.mark.parametrize("needle", [*NEEDLES, '"tag":"rec"', '"odd key":', "STRASSE", "\n", "x"])
+def test_vectorised_search_equals_a_substring_of_each_export_line(mixed_plugin, needle):
+    chunks, _, _ = mixed_plugin.export_impl(MultiDict())
+    lines = b"".join(chunks).decode().split("\n")[:-1]
+    expected = [json.loads(line)["id"] for line in lines if needle.casefold() in line.casefold()]
+    assert ids(mixed_plugin, search=needle) == expected
+
+
+def test_filters_combine(mixed_plugin, mixed_rows):
+    where = 'b > 0 or s contains "nan"'
+    q = tbkit.query.parse(where)
+    expected = [row for row in mixed_rows if q(row) and row["level"] in ("info", "error")
+                and 5 <= row["step"] <= 40 and row["run"] in ("exp/a", "resumed")]  # fmt: skip
+    expected.sort(key=lambda row: selection.sort_key(row["wall_time"]), reverse=True)
+    got = ids(mixed_plugin, run=["exp/a", "resumed"], level=["info", "error"], step_min="5",
+              step_max="40", where=where, sort="wall_time", order="desc")  # fmt: skip
+    assert got == [row["id"] for row in expected]
+
+
+def test_background_reading_answers_coherent_prefixes_until_complete(tmp_path):
+    """While the loader thread reads, every answer is the start of the final answer."""
+    write_events(tmp_path / "r", [(s, [{"level": "info", "i": s}]) for s in range(30_000)])
+    plugin = TbkitPlugin(base_plugin.TBContext(logdir=str(tmp_path)), min_interval=0.1)
+    seen, deadline = [], time.monotonic() + 300  # a guard against hanging, not a timing
+    while time.monotonic() < deadline:
+        got = records(plugin, limit="1000", offset="0")
+        seen.append((got["total"], [r["i"] for r in got["rows"]]))
+        if got["complete"]:
+            break
+    assert seen[-1][0] == 30_000
+    for total, rows in seen:
+        assert rows == list(range(min(total, 1000)))
+    assert [t for t, _ in seen] == sorted(t for t, _ in seen)
+    assert records(plugin, where="i >= 29990")["total"] == 10

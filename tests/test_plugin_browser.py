@@ -93,6 +93,7 @@ def test_table_ui_in_chromium(sync_playwright, server, logdir, tmp_path):
 
             # Rows, a page at a time.
             expect(count).to_have_text("1–100 of 339")
+            expect(ui.locator(".status")).to_be_hidden()  # no "loading…": everything is read
             expect(ui.locator("tbody tr")).to_have_count(100)
             columns = ui.locator("thead th").all_text_contents()
             assert columns[:5] == ["run", "tag", "step", "wall_time", "level"]

@@ -6,6 +6,7 @@ import http.client
 import json
 import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -54,8 +55,13 @@ def logdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(logdir):
-    """A real TensorBoard on 127.0.0.1, started and stopped by PID; yields its port."""
+    """A real TensorBoard on 127.0.0.1, started and stopped by PID; yields its port once the
+    plugin says it has read the whole logdir."""
     with tbserver.tensorboard(str(logdir)) as port:
+        deadline = time.monotonic() + 60
+        while not get_json(port, "/runs")["complete"]:
+            assert time.monotonic() < deadline, "the plugin did not finish reading in 60 s"
+            time.sleep(0.1)
         yield port
 
 
@@ -75,11 +81,11 @@ def test_plugin_is_listed_and_enabled(server):
 
 
 def test_every_record_is_served_in_pages(server):
-    assert get_json(server, "/runs") == {"runs": {"exp/train": {"train": N}}}
+    assert get_json(server, "/runs") == {"runs": {"exp/train": {"train": N}}, "complete": True}
     steps = []
     for offset in (0, 1000):
         page = get_json(server, "/records", [("limit", "1000"), ("offset", str(offset))])
-        assert page["total"] == N
+        assert (page["total"], page["complete"]) == (N, True)
         steps += [row["step"] for row in page["rows"]]
     assert steps == list(range(N))
 
@@ -92,6 +98,43 @@ def test_where_filter_matches_a_python_filter_over_read_records(server, logdir):
     assert len(expected) > 10
     assert page["total"] == len(expected)
     assert [(row["run"], row["tag"], row["step"]) for row in page["rows"]] == expected
+
+
+def write_steps(run_dir, start, stop):
+    """tbkit records {"i": step} at steps start..stop-1 into a new event file of run_dir."""
+    counter = tf.Variable(start, dtype=tf.int64)
+    log = tbkit.SummaryLogger(str(run_dir), every={"info": 1}, step=counter)
+
+    @log.train_step
+    def step(x):
+        tbkit.record("live", {"i": x}, every=1)
+
+    for i in range(start, stop):
+        step(tf.constant(i, tf.int64))
+        counter.assign_add(1)
+    log.close()
+
+
+def wait_for(port, route, params, done):
+    deadline = time.monotonic() + 60  # a guard against hanging, not a timing
+    while not done(body := get_json(port, route, params)):
+        assert time.monotonic() < deadline, body
+        time.sleep(0.2)
+    return body
+
+
+def test_records_written_while_tensorboard_runs_appear(tmp_path):
+    write_steps(tmp_path / "run", 0, 20)
+    with tbserver.tensorboard(str(tmp_path)) as port:
+        wait_for(port, "/runs", (), lambda body: body["complete"])
+        assert get_json(port, "/records", [("limit", "1")])["total"] == 20
+        write_steps(tmp_path / "run", 20, 35)  # appended by a second writer: a new file
+        write_steps(tmp_path / "nested" / "late", 0, 5)  # and a new run
+        body = wait_for(port, "/records", [("limit", "100")],
+                        lambda body: body["complete"] and body["total"] == 40)  # fmt: skip
+    expected = [(r.run, r.step, r.fields["i"]) for r in tbkit.read_records(tmp_path)]
+    assert [(r["run"], r["step"], r["i"]) for r in body["rows"]] == expected
+    assert len(expected) == 40
 
 
 def test_errors_over_http(server):
@@ -139,7 +182,7 @@ def test_static_route_refuses_paths_outside_its_allowlist_over_http(server, path
 @pytest.mark.parametrize("path", [*REFUSED, "..", "index.js", "/INDEX.JS", "/index.js%00",
                                   str(REPO / "plugin" / "tbkit_plugin" / "plugin.py")])
 def test_static_impl_refuses_paths_outside_its_allowlist(tmp_path, path):
-    plugin = TbkitPlugin(base_plugin.TBContext(logdir=str(tmp_path)))
+    plugin = TbkitPlugin(base_plugin.TBContext(logdir=str(tmp_path)), background=False)
     with pytest.raises(errors.NotFoundError) as caught:
         plugin.static_impl(path)
     assert str(caught.value) == f"Not found: no static file {path!r}"

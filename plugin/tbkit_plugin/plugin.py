@@ -35,12 +35,17 @@ class TbkitPlugin(base_plugin.TBPlugin):
 
     plugin_name = metadata.PLUGIN_NAME
 
-    def __init__(self, context: base_plugin.TBContext, min_interval: float = 2.0):
+    def __init__(self, context: base_plugin.TBContext, min_interval: float = 2.0,
+                 background: bool = True):  # fmt: skip
         """Args:
         context: TensorBoard's context; only ``context.logdir`` is used.
-        min_interval: seconds between two reads of the event files (0 in tests).
+        min_interval: seconds between two looks for appended data (0 in tests).
+        background: read the event files in a thread that starts now, so that requests
+            answer from what is read so far; False reads them inside each request (tests).
         """
-        self.store = store_mod.Store(context.logdir or "", min_interval=min_interval)
+        self.store = store_mod.Store(context.logdir or "", min_interval, background)
+        if background and context.logdir:
+            self.store.refresh()  # start reading before the first request
 
     def frontend_metadata(self) -> base_plugin.FrontendMetadata:
         return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="tbkit")
@@ -62,7 +67,7 @@ class TbkitPlugin(base_plugin.TBPlugin):
     def runs_impl(self) -> dict[str, Any]:
         self.store.refresh()
         with self.store.lock:
-            return {"runs": self.store.runs()}
+            return {"runs": self.store.runs(), "complete": self.store.complete}
 
     def schema_impl(self, args: Any) -> dict[str, Any]:
         self.store.refresh()
@@ -73,20 +78,23 @@ class TbkitPlugin(base_plugin.TBPlugin):
     def records_impl(self, args: Any) -> dict[str, Any]:
         self.store.refresh()
         with self.store.lock:
+            complete = self.store.complete
             sel = selection.parse(args, self.store)
             rows = selection.matching(self.store, sel)
             columns = self.store.schema(sel.runs, sel.tags)
-        page = rows[sel.offset : sel.offset + sel.limit]
+            page = self.store.flat_rows(rows[sel.offset : sel.offset + sel.limit])
         return {
             "total": len(rows),
             "offset": sel.offset,
             "limit": sel.limit,
+            "complete": complete,
             "columns": columns,
-            "rows": [selection.browser_safe(row.values) for row in page],
+            "rows": [selection.browser_safe(row) for row in page],
         }
 
     def export_impl(self, args: Any) -> tuple[Any, str, str]:
-        """Returns ``(chunks of text, content type, file name)`` for the whole selection."""
+        """Returns ``(chunks of UTF-8 bytes, content type, file name)`` for the whole selection
+        (what is read so far while :attr:`Store.complete` is false)."""
         fmt = args.get("format", "jsonl")
         if fmt not in _EXPORT_TYPES:
             raise selection.BadParameter("format", f"must be 'jsonl' or 'csv' (got {fmt!r})")
@@ -96,8 +104,8 @@ class TbkitPlugin(base_plugin.TBPlugin):
             rows = selection.matching(self.store, sel)
             columns = [c["name"] for c in self.store.schema(sel.runs, sel.tags)]
         content_type, filename = _EXPORT_TYPES[fmt]
-        chunks = selection.export_csv(rows, columns) if fmt == "csv" else \
-            selection.export_jsonl(rows)  # fmt: skip
+        chunks = selection.export_csv(self.store, rows, columns) if fmt == "csv" else \
+            selection.export_jsonl(self.store, rows)  # fmt: skip
         return chunks, content_type, filename
 
     def static_impl(self, path: str) -> tuple[bytes, str]:
@@ -133,7 +141,7 @@ class TbkitPlugin(base_plugin.TBPlugin):
         except errors.PublicError as e:
             return _error(request, e)
         return wrappers.Response(
-            (chunk.encode("utf-8") for chunk in chunks),
+            chunks,
             content_type=content_type,
             headers=[("Content-Disposition", f'attachment; filename="{filename}"'),
                      ("X-Content-Type-Options", "nosniff")],  # fmt: skip

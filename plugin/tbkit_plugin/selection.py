@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from tensorboard import errors
 
 from tbkit import query
 from tbkit.levels import LEVELS
+from tbkit_plugin import evaluate
 from tbkit_plugin import store as store_mod
 
 MAX_LIMIT = 1000
@@ -118,44 +120,49 @@ def parse(args: Any, store: store_mod.Store) -> Selection:
     )  # fmt: skip
 
 
-def search_text(row: store_mod.Row) -> str:
-    """The text ``search`` looks in: the record as one JSON Lines export line, case-folded."""
-    return json_line(row).casefold()
+def matching(store: store_mod.Store, sel: Selection) -> np.ndarray:
+    """The ids of every row the selection matches, in order (call under ``store.lock``).
 
-
-def json_line(row: store_mod.Row) -> str:
-    v = row.values
-    obj = {"run": v["run"], "tag": v["tag"], "step": v["step"], "wall_time": v["wall_time"],
-           "level": v["level"], **row.fields}  # fmt: skip
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def matching(store: store_mod.Store, sel: Selection) -> list[store_mod.Row]:
-    """Every row the selection matches, sorted (ties and the default: write order per run)."""
-    lo, hi, levels = sel.step_min, sel.step_max, sel.levels
-    out = []
-    for row in store.rows(sel.runs, sel.tags):
-        v = row.values
-        if (lo is not None and v["step"] < lo) or (hi is not None and v["step"] > hi):
-            continue
-        if levels is not None and v["level"] not in levels:
-            continue
-        if sel.where is not None and not sel.where(v):
-            continue
-        if sel.search is not None and sel.search not in search_text(row):
-            continue
-        out.append(row)
+    The default order (and the order of ties) is the runs in the order selected, each run's
+    records in write order.
+    """
+    arrays = store.arrays()
+    mask = arrays["alive"] & np.isin(arrays["sid"], store.series_of(sel.runs, sel.tags))
+    if sel.levels is not None:
+        mask &= np.isin(arrays["level"], [LEVELS.index(level) for level in sel.levels])
+    if sel.step_min is not None:
+        mask &= arrays["step"] >= sel.step_min
+    if sel.step_max is not None:
+        mask &= arrays["step"] <= sel.step_max
+    if sel.where is not None:
+        mask &= evaluate.where_mask(store, sel.where.tree, arrays)
+    if sel.search is not None:
+        mask &= evaluate.search_mask(store, sel.search)
+    order = _write_order(store, sel.runs, arrays)
+    rows = order[mask[order]]
     if sel.sort is not None:
-        name = sel.sort
-        present = [row for row in out if row.values.get(name) is not None]
-        missing = [row for row in out if row.values.get(name) is None]
-        present.sort(key=lambda row: _sort_key(row.values[name]), reverse=sel.descending)
-        out = present + missing  # rows without a value go last in either order
-    return out
+        rows = evaluate.sort_rows(store, rows, sel.sort, sel.descending, arrays)
+    return rows
 
 
-def _sort_key(value: Any) -> tuple:
-    """Numbers (with "NaN"-like strings) < NaN < strings < bools < arrays and objects."""
+def _write_order(store: store_mod.Store, runs: tuple[str, ...], arrays: dict) -> np.ndarray:
+    """Every row id ordered by (position of its run in ``runs``, write order); cached."""
+    key = (store.generation, runs)
+    cached = store.order_cache
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    rank = np.full(len(store.run_names) + 1, len(runs), np.int64)
+    for position, name in enumerate(runs):
+        rank[store.run_names.index(name)] = position
+    order = np.lexsort((arrays["seq"], rank[arrays["run"]]))
+    store.order_cache = (key, order)
+    return order
+
+
+def sort_key(value: Any) -> tuple:
+    """The reference sort key: numbers (with "NaN"-like strings) < NaN < strings < bools <
+    arrays and objects. :func:`tbkit_plugin.evaluate.sort_rows` sorts as a stable sort on it
+    does, rows without a value last."""
     if isinstance(value, str) and value in _NON_FINITE:
         value = _NON_FINITE[value]
     if isinstance(value, bool):
@@ -178,29 +185,32 @@ def browser_safe(value: Any) -> Any:
     return value
 
 
-def export_jsonl(rows: list[store_mod.Row]) -> Iterator[str]:
-    for row in rows:
-        yield json_line(row) + "\n"
+EXPORT_BATCH = 5000  # rows read per step of an export
 
 
-def export_csv(rows: list[store_mod.Row], columns: list[str]) -> Iterator[str]:
+def export_jsonl(store: store_mod.Store, rows: np.ndarray) -> Iterator[bytes]:
+    """The rows' JSON Lines text, in batches."""
+    for i in range(0, len(rows), EXPORT_BATCH):
+        yield b"".join(line + b"\n" for line in store.lines(rows[i : i + EXPORT_BATCH]))
+
+
+def export_csv(store: store_mod.Store, rows: np.ndarray, columns: list[str]) -> Iterator[bytes]:
     """CSV with a header row; null and missing are empty, arrays/objects/bools are JSON text."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
 
-    def flush() -> str:
+    def flush() -> bytes:
         text = buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
-        return text
+        return text.encode("utf-8")
 
     writer.writerow(columns)
     yield flush()
-    for i, row in enumerate(rows, 1):
-        writer.writerow([_cell(row.values.get(c)) for c in columns])
-        if i % 1000 == 0:
-            yield flush()
-    yield flush()
+    for i in range(0, len(rows), EXPORT_BATCH):
+        for row in store.flat_rows(rows[i : i + EXPORT_BATCH]):
+            writer.writerow([_cell(row.get(c)) for c in columns])
+        yield flush()
 
 
 def _cell(value: Any) -> str:

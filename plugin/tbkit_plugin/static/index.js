@@ -7,6 +7,7 @@ import * as model from './model.js';
 import * as views from './views.js';
 
 const TYPING_DELAY_MS = 300;
+const LOADING_POLL_MS = 1000;  // while the server is still reading the logdir
 
 export async function render() {
   document.head.append(views.el('link', {rel: 'stylesheet', href: './style.css'}));
@@ -15,8 +16,11 @@ export async function render() {
   const ui = views.buildLayout(root);
   const state = model.fromHash(location.hash);
   const load = model.createLoader();
+  let pollTimer = 0;
+  let runsComplete = false;
 
   async function refresh() {
+    clearTimeout(pollTimer);
     saveHash();
     views.showDownloads(ui, model.exportUrl(state, 'jsonl'), model.exportUrl(state, 'csv'));
     views.showStatus(ui, 'loading…');
@@ -29,6 +33,31 @@ export async function render() {
     const rows = answer.records ? answer.records.rows : [];
     views.showTable(ui, answer.columns, rows, state, {onSort: sortBy, onRow: openRow});
     views.showPager(ui, answer.records);
+    const loading = answer.records ? !answer.records.complete : !runsComplete;
+    if (loading) {
+      // The server answers from the records read so far: say so, and ask again shortly.
+      const total = answer.records ? answer.records.total : 0;
+      views.showStatus(ui, `loading… ${total} matching records read so far`);
+      pollTimer = setTimeout(async () => {
+        await loadRuns();
+        refresh();
+      }, LOADING_POLL_MS);
+    } else if (!runsComplete) {
+      loadRuns();  // everything is read now: the run selector's counts are final too
+    }
+  }
+
+  async function loadRuns() {
+    try {
+      const {runs, complete} = await model.fetchRuns();
+      runsComplete = complete;
+      views.showRuns(ui, runs);
+      // A run not read yet may still come; once everything is read, an unknown run is gone.
+      if (complete && state.run && !(state.run in runs)) state.run = '';
+      ui.run.value = state.run;
+    } catch (error) {
+      views.showStatus(ui, `could not load runs: ${error.message}`);
+    }
   }
 
   function saveHash() {
@@ -105,13 +134,7 @@ export async function render() {
     }
   });
 
-  try {
-    const runs = await model.fetchRuns();
-    views.showRuns(ui, runs);
-    if (state.run && !(state.run in runs)) state.run = '';
-  } catch (error) {
-    views.showStatus(ui, `could not load runs: ${error.message}`);
-  }
+  await loadRuns();
   views.showControls(ui, state);
   await refresh();
 }

@@ -73,10 +73,11 @@ async function getJson(url) {
   return {ok: response.ok, status: response.status, body};
 }
 
+/** Resolves to {runs, complete}: run → tag → count, and whether the server read everything. */
 export async function fetchRuns() {
   const {ok, body} = await getJson('./runs');
   if (!ok) throw new Error(body.error);
-  return body.runs;
+  return {runs: body.runs, complete: body.complete};
 }
 
 /**
