@@ -42,8 +42,11 @@ from tbkit.read import Record, read_records
 
 __version__ = "0.1.0"
 
-# Names that need TensorFlow, and the module that defines each.
-_NEEDS_TENSORFLOW = {
+# Names loaded on first use, and the module that defines each (all but JsonLinesHandler need
+# TensorFlow).
+_LAZY = {
+    "JsonLinesHandler": "tbkit.jsonl",
+    "SummaryHandler": "tbkit.logbridge",
     "SummaryLogger": "tbkit.logger",
     "scalar": "tbkit.ops",
     "histogram": "tbkit.ops",
@@ -54,10 +57,12 @@ _NEEDS_TENSORFLOW = {
 __all__ = [
     "LEVELS",
     "DataLossWarning",
+    "JsonLinesHandler",
     "LoggerClosedError",
     "NoActiveLoggerError",
     "Record",
     "Schedule",
+    "SummaryHandler",
     "SummaryLogger",
     "TbkitError",
     "TbkitTypeError",
@@ -71,7 +76,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module_name = _NEEDS_TENSORFLOW.get(name)
+    module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'tbkit' has no attribute {name!r}")
     try:

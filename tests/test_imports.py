@@ -40,15 +40,18 @@ def run_python(code: str, *args: str) -> str:
 def test_reader_side_does_not_import_tensorflow():
     out = run_python("""
         import sys
-        import tbkit, tbkit.metadata, tbkit.read
+        import tbkit, tbkit.metadata, tbkit.read, tbkit.query
         tbkit.read_records, tbkit.Record, tbkit.Schedule, tbkit.read.to_pandas
+        tbkit.JsonLinesHandler
         tbkit.metadata.create_summary_metadata()
         print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))
     """)
     assert out == "[]\n"
 
 
-@pytest.mark.parametrize("name", ["SummaryLogger", "scalar", "histogram", "record", "text"])
+@pytest.mark.parametrize(
+    "name", ["SummaryLogger", "SummaryHandler", "scalar", "histogram", "record", "text"]
+)
 def test_names_that_need_tensorflow_say_which_extra_to_install(name):
     out = run_python(BLOCK_TENSORFLOW + """
 import sys
