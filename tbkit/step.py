@@ -144,6 +144,11 @@ def _call_if(pred: tf.Tensor, fn: Callable[[], None]) -> None:
     rather than after the call, whose deadness would spread to them.
     """
 
+    if tf.executing_eagerly():
+        if pred:
+            fn()
+        return
+
     def call() -> tf.Tensor:
         fn()
         return tf.constant(True)
