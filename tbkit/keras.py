@@ -35,7 +35,8 @@ _EVERY_EXPECTED = "a positive int, a Schedule, or a dict of level name to either
 _XLA_WARNING = (
     "tbkit.keras.TensorBoardRecords compiles this fit's train step without XLA "
     "(jit_compile=False): TensorFlow has no XLA kernel for writing summaries. The model keeps "
-    "jit_compile for evaluate and predict. (Carrying summaries out of an XLA step: tbkit #5.)"
+    "jit_compile for evaluate and predict. A custom loop can keep XLA with "
+    "@log.train_step(jit_compile=True), which writes outside the compiled part."
 )
 
 
