@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -37,24 +36,6 @@ def read_lines(path):
     objects = [strict_loads(line.decode("utf-8")) for line in data.splitlines()]
     assert all(isinstance(o, dict) for o in objects)
     return objects
-
-
-@pytest.fixture
-def pylog(request):
-    """A Python logger of this test's own at DEBUG; its configuration is restored after."""
-    logger = logging.getLogger(f"tbkit.tests.{request.node.name}")
-    saved = (logger.level, logger.propagate, list(logger.handlers))
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    yield logger
-    for handler in logger.handlers[:]:
-        logger.removeHandler(handler)
-        if handler not in saved[2]:
-            handler.close()
-    logger.setLevel(saved[0])
-    logger.propagate = saved[1]
-    for handler in saved[2]:
-        logger.addHandler(handler)
 
 
 def test_each_line_is_one_strict_json_object_at_the_training_step(tmp_path, pylog):

@@ -389,26 +389,19 @@ def test_the_snippets_of_docs_keras_md_run(tmp_path, monkeypatch, capsys):
     )
 
 
-def test_open_gives_the_train_logger_before_fit_for_the_logging_bridge(tmp_path):
-    import logging
-
+def test_open_gives_the_train_logger_before_fit_for_the_logging_bridge(tmp_path, pylog):
     model = tiny_model()
     board = TensorBoardRecords(tmp_path, every=2)
     train_logger = board.open(model)
-    handler = tbkit.SummaryHandler(train_logger)
-    pylog = logging.getLogger("tbkit.tests.keras_open")
-    pylog.addHandler(handler)
-    pylog.setLevel(logging.INFO)
-    pylog.propagate = False
+    pylog.addHandler(tbkit.SummaryHandler(train_logger))  # the fixture closes it
     try:
         epoch_end = keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: pylog.info("epoch %d done", epoch)
         )
         fit(model, [board, epoch_end], epochs=2)
         assert board.train_logger is train_logger  # fit used the run opened before it
+        pylog.handlers[0].flush()
     finally:
-        pylog.removeHandler(handler)
-        handler.close()
         board.close()
     lines = [(r.step, r.fields["message"]) for r in tbkit.read_records(tmp_path, tag="log")]
     assert lines == [(PER_EPOCH, "epoch 0 done"), (2 * PER_EPOCH, "epoch 1 done")]

@@ -8,7 +8,6 @@ Python logger from the ``pylog`` fixture, which puts the logging configuration b
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 import textwrap
@@ -35,25 +34,6 @@ def strict_loads(text):
         raise ValueError(f"non-standard JSON constant {name}")
 
     return json.loads(text, parse_constant=refuse)
-
-
-@pytest.fixture
-def pylog(request):
-    """A Python logger of this test's own, at DEBUG; its handlers are closed and removed, and
-    its level and propagation restored, afterwards (the root logger is never touched)."""
-    logger = logging.getLogger(f"tbkit.tests.{request.node.name}")
-    saved = (logger.level, logger.propagate, list(logger.handlers))
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    yield logger
-    for handler in logger.handlers[:]:
-        logger.removeHandler(handler)
-        if handler not in saved[2]:
-            handler.close()
-    logger.setLevel(saved[0])
-    logger.propagate = saved[1]
-    for handler in saved[2]:
-        logger.addHandler(handler)
 
 
 def bridge_lines(logdir, tag="log"):

@@ -19,6 +19,7 @@ import numpy as np
 from tensorboard import errors
 
 from tbkit import query
+from tbkit.export import cell
 from tbkit.levels import LEVELS
 from tbkit_plugin import evaluate
 from tbkit_plugin import store as store_mod
@@ -209,15 +210,5 @@ def export_csv(store: store_mod.Store, rows: np.ndarray, columns: list[str]) -> 
     yield flush()
     for i in range(0, len(rows), EXPORT_BATCH):
         for row in store.flat_rows(rows[i : i + EXPORT_BATCH]):
-            writer.writerow([_cell(row.get(c)) for c in columns])
+            writer.writerow([cell(row.get(c)) for c in columns])
         yield flush()
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        return repr(value)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
