@@ -107,6 +107,7 @@ class SummaryHandler(QueuedHandler):
         tags.add(tag)
         # A bound method keeps this handler (not the logger) alive until the logger closes.
         logger.add_close_hook(self.close)
+        logger.add_flush_hook(self.flush)  # log.flush() writes the lines waiting here too
 
     @property
     def tag(self) -> str:

@@ -108,6 +108,7 @@ class SummaryLogger(tf.Module):
         self._closed = False
         self._entered: list = []
         self._close_hooks: list[Callable[[], None]] = []
+        self._flush_hooks: list[Callable[[], None]] = []
         self._finalizer = weakref.finalize(self, _close, self._close_hooks, self._writer)
         self.profile_window = self._profile_window(profile_steps)
 
@@ -240,8 +241,10 @@ class SummaryLogger(tf.Module):
                 self.close()
 
     def flush(self) -> None:
-        """Write everything queued to disk."""
+        """Write everything queued to disk, companions' queues (the logging bridge) first."""
         if not self._closed:
+            for hook in self._flush_hooks:
+                hook()
             self._writer.flush()
 
     def close(self) -> None:
@@ -267,6 +270,14 @@ class SummaryLogger(tf.Module):
         if not self._finalizer.alive:  # finalized at interpreter exit without close()
             raise LoggerClosedError(f"SummaryLogger({self._logdir!r}) is closed.")
         self._close_hooks.append(hook)
+
+    def add_flush_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` at every :meth:`flush`, before the writer flushes: a companion that
+        queues writes hands them to the writer there. The same rules as for close hooks."""
+        self._check_open()
+        if not callable(hook):
+            raise TbkitTypeError(expected("hook", "a callable taking no arguments", hook))
+        self._flush_hooks.append(hook)
 
     def train_step(self, fn: Callable | None = None, **options: Any):
         """Decorate a training step; see :class:`tbkit.step.TrainStep` for ``options``."""

@@ -264,6 +264,15 @@ def test_flush_writes_the_current_step_and_later_lines_there_supersede_it(tmp_pa
     log.close()
 
 
+def test_the_loggers_flush_writes_the_lines_waiting_in_the_handler(tmp_path, pylog):
+    log = tbkit.SummaryLogger(tmp_path)
+    pylog.addHandler(SummaryHandler(log))
+    train(log, 2, lambda i: pylog.warning("step %d", i))
+    log.flush()  # not the handler's: the logger hands its flush on
+    assert bridge_lines(tmp_path) == {(0, "step 0", "warning"), (1, "step 1", "warning")}
+    log.close()
+
+
 def test_the_writer_thread_writes_a_step_once_the_step_variable_moves_on(tmp_path, pylog):
     log = tbkit.SummaryLogger(tmp_path, flush_millis=50)
     pylog.addHandler(SummaryHandler(log))
