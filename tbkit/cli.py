@@ -79,6 +79,9 @@ def _atomic_output(path: str) -> Iterator[TextIO]:
     except OSError as e:  # name the file asked for, not the temporary one
         raise OSError(e.errno, e.strerror, path) from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
         with open(fd, "w", encoding="utf-8", newline="") as out:
             yield out
         os.replace(temporary, path)

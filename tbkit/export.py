@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import difflib
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,30 @@ from tbkit.read import Record
 
 FORMATS = ("jsonl", "csv")
 BUILTIN_COLUMNS = ("run", "tag", "step", "wall_time", "level")
-_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def strict_json(value: Any) -> str:
+    """Compact strict JSON; a non-finite float (another writer's ``1e400`` reads as inf) is
+    written as the string tbkit writes for it: ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
+    try:
+        return _ENCODE(value)
+    except ValueError:
+        return _ENCODE(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else _NON_FINITE[value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+_to_json = strict_json
 
 #: ``track(description, total_bytes)`` returns the callback a pass reports its bytes to.
 Tracker = Callable[[str, int], "stream.Progress | None"]

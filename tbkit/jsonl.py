@@ -71,7 +71,7 @@ class JsonLinesHandler(QueuedHandler):
             from tbkit.logbridge import step_reader  # the step is a variable: TensorFlow
 
             self._read_step = step_reader(step)
-        self._path = os.fspath(path)
+        self._path = os.path.abspath(os.fspath(path))  # the program may chdir later
         self._run = logrecord.string_text(run) if run is not None else "null"
         self._file = open(self._path, "ab")  # noqa: SIM115 - closed by finish()
         self._size = self._file.tell()
@@ -109,13 +109,15 @@ class JsonLinesHandler(QueuedHandler):
     def _rotate(self) -> None:
         """``path.(n-1)`` → ``path.n`` … ``path`` → ``path.1``; the oldest beyond the count goes."""
         self._file.close()
-        for index in range(self._backup_count - 1, 0, -1):
-            older = f"{self._path}.{index}"
-            if os.path.exists(older):
-                os.replace(older, f"{self._path}.{index + 1}")
-        os.replace(self._path, f"{self._path}.1")
-        self._file = open(self._path, "ab")  # noqa: SIM115 - closed by finish()
-        self._size = 0
+        try:
+            for index in range(self._backup_count - 1, 0, -1):
+                older = f"{self._path}.{index}"
+                if os.path.exists(older):
+                    os.replace(older, f"{self._path}.{index + 1}")
+            os.replace(self._path, f"{self._path}.1")
+        finally:  # a failed rename (the file moved away) must not stop the lines that follow
+            self._file = open(self._path, "ab")  # noqa: SIM115 - closed by finish()
+            self._size = self._file.tell()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else logging.getLevelName(self.level)

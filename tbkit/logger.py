@@ -111,6 +111,8 @@ class SummaryLogger(tf.Module):
         self._flush_hooks: list[Callable[[], None]] = []
         self._finalizer = weakref.finalize(self, _close, self._close_hooks, self._writer)
         self.profile_window = self._profile_window(profile_steps)
+        if self.profile_window is not None:  # stop the profiler however the logger ends
+            self._close_hooks.append(self.profile_window.close)
 
     def _profile_window(self, profile_steps: Any) -> ProfileWindow | None:
         window = check_window(profile_steps)
@@ -251,8 +253,6 @@ class SummaryLogger(tf.Module):
         """Flush and close the writer; later writes raise :class:`LoggerClosedError`."""
         if not self._closed:
             self._closed = True
-            if self.profile_window is not None:
-                self.profile_window.close()
             self._open.assign(False)
             self._finalizer()
 

@@ -74,8 +74,8 @@ class QueuedHandler(logging.Handler):
     def filter(self, record: logging.LogRecord) -> bool:
         """Drop records the writer thread logs itself (a TensorFlow warning while it writes):
         they would feed back into the queue, and could deadlock :meth:`close`."""
-        if record.thread == self._thread.ident:
-            return False
+        if threading.get_ident() == self._thread.ident:  # record.thread is None without
+            return False  # logging.logThreads; the filter runs on the logging thread itself
         return bool(super().filter(record))
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -82,13 +82,13 @@ class RunPlan:
 
 
 def frames(path: str, size: int, progress: Progress | None = None) -> Iterator[tuple[int, bytes]]:
-    """The intact frames of one file that start before byte ``size``."""
+    """The intact frames of one file that end by byte ``size`` (its size at the first look)."""
     reported = 0
     for offset, data in read.iter_frames(path):
-        if offset >= size:
+        end = offset + FRAME_OVERHEAD + len(data)
+        if end > size:  # finished after the first look: left for the next export
             break
         yield offset, data
-        end = offset + FRAME_OVERHEAD + len(data)
         if progress is not None and end - reported >= _REPORT_EVERY:
             progress(min(end, size) - reported)
             reported = min(end, size)

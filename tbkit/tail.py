@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import heapq
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -21,11 +20,11 @@ from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, types_pb2
 
 from tbkit import read, stream
+from tbkit.export import strict_json as _to_json
 from tbkit.read import Record
 
 _COLORS = {"debug": "\x1b[2m", "info": "\x1b[32m", "warning": "\x1b[33m", "error": "\x1b[1;31m"}
 _RESET = "\x1b[0m"
-_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 class Follower:

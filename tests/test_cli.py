@@ -31,7 +31,7 @@ from tensorboard.compat.proto import event_pb2
 from test_imports import BLOCK_TENSORFLOW
 
 import tbkit
-from tbkit import cli, query, stream, summary_pb
+from tbkit import cli, export, query, stream, summary_pb
 
 TBKIT = os.path.join(os.path.dirname(sys.executable), "tbkit")
 BIG = 2**62 + 1
@@ -577,3 +577,43 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))
     done = subprocess.run([sys.executable, "-c", code, str(logdir)], capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert (done.returncode, done.stdout, done.stderr) == (0, "[]\n", "")
+
+
+def test_a_record_finished_after_the_first_pass_is_left_for_the_next_export(tmp_path):
+    """Both passes see the same bytes: a record half-written at the first look stays out, even
+    when it is complete by the second (here a resumed step 0 with a new field)."""
+    path = tmp_path / "run" / "events.out.tfevents.1"
+    path.parent.mkdir()
+    path.write_bytes(b"".join(frame(record_event(s, "t", {"x": s})) for s in range(3)))
+    late = frame(record_event(0, "t", {"x": 100, "new": "field"}))
+    with open(path, "ab") as f:
+        f.write(late[:20])  # the writer is mid-record
+    job = export.prepare(str(tmp_path), format="csv")
+    with open(path, "ab") as f:
+        f.write(late[20:])
+    out = io.StringIO()
+    job.write(out)
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0] == ["run", "tag", "step", "wall_time", "level", "x"]
+    assert [r[2] for r in rows[1:]] == ["0", "1", "2"]
+
+
+def test_numbers_beyond_the_double_range_export_as_tbkit_writes_infinity(tmp_path):
+    event = record_event(0, "t", {"x": 0})
+    event.summary.value[0].tensor.string_val[0] = b'{"x":1e400,"y":[-1e400],"level":"info"}'
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "events.out.tfevents.1").write_bytes(frame(event))
+    for command in ("export", "tail"):
+        done = run_tbkit(command, str(tmp_path))
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        assert '"x":"Infinity"' in done.stdout and '"y":["-Infinity"]' in done.stdout
+
+
+def test_an_exported_file_gets_the_usual_permissions(logdir, tmp_path):
+    out = tmp_path / "out.jsonl"
+    umask = os.umask(0o022)
+    try:
+        assert cli.main(["export", str(logdir), "-o", str(out)]) == 0
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644

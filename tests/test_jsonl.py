@@ -248,3 +248,24 @@ def test_bad_arguments_are_named(tmp_path):
     assert not (tmp_path / "x.jsonl").exists()
     with pytest.raises(FileNotFoundError):
         JsonLinesHandler(tmp_path / "no" / "such" / "folder.jsonl")
+
+
+def test_a_relative_path_keeps_rotating_after_the_program_changes_folder(
+    tmp_path, pylog, monkeypatch
+):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "logs")
+    probe = JsonLinesHandler("probe.jsonl")
+    size = fixed_lines(pylog, probe, 1)
+    pylog.removeHandler(probe)
+    probe.close()
+    handler = JsonLinesHandler("app.jsonl", max_bytes=3 * size, backup_count=2)
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the program changes folder after setup
+    fixed_lines(pylog, handler, 7)
+    handler.close()
+    assert os.listdir(tmp_path / "elsewhere") == []
+    logs = tmp_path / "logs"
+    assert [int(o["message"]) for o in read_lines(logs / "app.jsonl.2")] == [0, 1, 2]
+    assert [int(o["message"]) for o in read_lines(logs / "app.jsonl.1")] == [3, 4, 5]
+    assert [int(o["message"]) for o in read_lines(logs / "app.jsonl")] == [6]

@@ -427,3 +427,18 @@ def test_background_reading_answers_coherent_prefixes_until_complete(tmp_path):
         assert rows == list(range(min(total, 1000)))
     assert [t for t, _ in seen] == sorted(t for t, _ in seen)
     assert records(plugin, where="i >= 29990")["total"] == 10
+
+
+def test_the_schema_forgets_fields_only_pre_empted_records_held(tmp_path):
+    """A resumed run pre-empts rows already committed (the first chunk is 2 000 records): the
+    schema, the filter's field check and the CSV header follow the records that remain."""
+    old = [(s, [{"level": "info", "old": 1, "x": "text"}]) for s in range(2500)]
+    write_events(tmp_path / "run", old)
+    time.sleep(0.01)  # a second file, named later
+    write_events(tmp_path / "run", [(s, [{"level": "info", "x": s}]) for s in range(10)])
+    plugin = make_plugin(tmp_path)
+    columns = {c["name"]: c["type"] for c in plugin.schema_impl(MultiDict())["columns"]}
+    assert "old" not in columns and columns["x"] == "number"
+    assert {k for r in tbkit.read_records(tmp_path) for k in r.fields} == {"x"}
+    with pytest.raises(selection.BadParameter, match="unknown field 'old'"):
+        plugin.records_impl(MultiDict([("where", "old == 1")]))

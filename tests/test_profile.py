@@ -6,6 +6,8 @@ import glob
 import gzip
 import json
 import os
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -129,3 +131,25 @@ def test_profile_steps_needs_an_owned_step(tmp_path):
     step = tf.Variable(0, dtype=tf.int64)
     with pytest.raises(tbkit.TbkitValueError, match="'profile_steps' needs a logger that owns"):
         tbkit.SummaryLogger(tmp_path, step=step, profile_steps=(0, 2))
+
+
+def test_a_logger_never_closed_saves_its_window_at_exit(tmp_path):
+    script = f"""
+import tensorflow as tf
+import tbkit
+log = tbkit.SummaryLogger({str(tmp_path)!r}, profile_steps=(1, 100))
+w = tf.Variable(1.0)
+
+@log.train_step
+def step():
+    tbkit.scalar("w", w)
+
+for _ in range(3):
+    step()
+assert log.profile_window.running  # training ends inside the window; no close()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (session,) = _sessions(tmp_path)
+    assert _traced_steps(session) == [1, 2]

@@ -66,6 +66,7 @@ class Series:
     version: int | None = None  # None until metadata is seen; read.NOT_OURS if not tbkit's
     count: int = 0  # alive rows
     kinds: dict[str, np.ndarray] = field(default_factory=dict)  # field → count per kind
+    queued: list = field(default_factory=list)  # live data waiting for the next commit
     # Loader-private state:
     waiting: list[_Datum] = field(default_factory=list)  # data seen before the metadata
     last_step: int | None = None  # step of the newest datum taken
@@ -225,6 +226,7 @@ class Store:
                     series.waiting.append(datum)
                 elif series.last_step is None or datum.step > series.last_step:
                     series.last_step = datum.step  # the common case of _take, inline
+                    series.queued.append(datum)
                     self._pending.append(datum)
                     self._pending_records += len(datum.raws)
                 else:
@@ -247,15 +249,14 @@ class Store:
     def _take(self, series: Series, datum: _Datum) -> None:
         """Queue a datum for the next commit, applying TensorBoard's pre-emption first."""
         if series.last_step is not None and datum.step <= series.last_step:
-            for queued in reversed(self._pending):  # this series' queued data, newest first
-                if queued.sid == datum.sid and not queued.dead:
-                    if queued.step < datum.step:
-                        break
-                    queued.dead = True
+            queued = series.queued  # this series' live queued data, oldest first
+            while queued and queued[-1].step >= datum.step:
+                queued.pop().dead = True
             if series.committed_top is not None and series.committed_top >= datum.step:
                 self._kill(datum.sid, datum.step)
                 series.committed_top = datum.step - 1
         series.last_step = datum.step
+        series.queued.append(datum)
         self._pending.append(datum)
         self._pending_records += len(datum.raws)
 
@@ -264,7 +265,18 @@ class Store:
         with self.lock:
             dead = (self._sid.view() == sid) & (self._step.view() >= step) & self._alive.view()
             self._alive.view()[dead] = False
-            self.series[sid].count -= int(dead.sum())
+            series = self.series[sid]
+            series.count -= int(dead.sum())
+            rows = np.flatnonzero(dead)
+            for name in list(series.kinds):  # the schema forgets what only dead rows held
+                kinds = self.columns[name].kind.view()
+                held = kinds[rows[rows < len(kinds)]]
+                left = series.kinds[name] - np.bincount(held, minlength=len(series.kinds[name]))
+                left[col.MISSING] = 0
+                if left.any():
+                    series.kinds[name] = left
+                else:
+                    del series.kinds[name]
             self.generation += 1
 
     def _decode(self, datum: _Datum, series: Series) -> Iterator[tuple[dict, str, bytes]]:
@@ -304,6 +316,8 @@ class Store:
         "wall_time":…,`` followed by its object as written, after the opening brace."""
         pending = [d for d in self._pending if not d.dead]
         self._pending, self._pending_records = [], 0
+        for series in self.series:
+            series.queued.clear()
         self._chunk_size = min(self._chunk_size * 2, _MAX_CHUNK)
         levels, lines, records, counts = [], [], [], []
         encode, heads = col.COMPACT.encode, {}
