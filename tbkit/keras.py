@@ -267,6 +267,7 @@ class TensorBoardRecords(keras.callbacks.Callback):
     def _logging_step(self, train_step: Callable) -> Callable:
         logger, batch_metrics = self._train, self._batch_metrics
         name = f"{type(self.model).__name__}.train_step"
+        callback = weakref.ref(self)  # the callback holds this function: no reference cycle
 
         @functools.wraps(train_step)
         def logging_train_step(data):
@@ -280,8 +281,8 @@ class TensorBoardRecords(keras.callbacks.Callback):
                     logger.level_predicate("info", step)
                 ):
                     outputs = train_step(data)
-                if batch_metrics:
-                    self._log_batch_metrics(outputs)
+                if batch_metrics and callback() is not None:
+                    callback()._log_batch_metrics(outputs)
             if not eager:
                 target.emit()
             return outputs

@@ -408,3 +408,18 @@ def test_open_gives_the_train_logger_before_fit_for_the_logging_bridge(tmp_path,
     assert {r.step for r in tbkit.read_records(tmp_path, tag="batch")} == set(
         recorded(0, 2 * PER_EPOCH, 2)
     )
+
+
+def test_a_callback_dropped_after_fit_closes_its_runs_without_the_cycle_collector(tmp_path):
+    """No reference cycle: the runs close on the thread that lets the callback go, not on
+    whichever thread the cycle collector happens to run (a logging bridge's writer, say)."""
+    model = tiny_model()
+    board = TensorBoardRecords(tmp_path)
+    fit(model, [board])
+    gone, train_logger = weakref.ref(board), board.train_logger
+    gc.disable()
+    try:
+        del board
+        assert gone() is None and train_logger.closed
+    finally:
+        gc.enable()
