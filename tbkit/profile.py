@@ -1,8 +1,9 @@
 """The profiler window: a TensorFlow profiler trace of steps ``start <= step < stop``.
 
 The window is decided on the host, from a Python counter that is read from the step variable
-once (on the first decorated call) and then advanced by each call: a step pays for no
-``.numpy()``, and the profiler (a host API) starts and stops between calls. The trace lands in
+on the first decorated call and once more when it reaches ``start`` (a checkpoint restored in
+between moves it), and otherwise advanced by each call: steps pay for no ``.numpy()``, and the
+profiler (a host API) starts and stops between calls. The trace lands in
 the run's ``plugins/profile/`` folder, where TensorBoard's Profile tab finds it.
 """
 
@@ -59,6 +60,8 @@ class ProfileWindow:
         """Run one call of a decorated step inside the window's bookkeeping."""
         if self._next is None:
             self._next = int(self._step.numpy())  # once per logger: the step may be restored
+        elif not self._running and self.start <= self._next < self.stop:
+            self._next = int(self._step.numpy())  # once more where the window would start
         step = self._next
         if not self._running and self.start <= step < self.stop:
             tf.profiler.experimental.start(self.logdir)

@@ -153,3 +153,12 @@ assert log.profile_window.running  # training ends inside the window; no close()
     assert done.returncode == 0, done.stderr[-2000:]
     (session,) = _sessions(tmp_path)
     assert _traced_steps(session) == [1, 2]
+
+
+def test_a_restore_after_the_first_call_is_noticed_where_the_window_would_start(tmp_path):
+    with tbkit.SummaryLogger(tmp_path / "run", profile_steps=(3, 6)) as log:
+        _train(log, 1)  # the host count starts at 0
+        log.step.assign(50)  # a checkpoint restored between calls: steps 3..5 never come
+        _train(log, 4)
+        assert log.profile_window.done and not log.profile_window.running
+    assert _sessions(tmp_path / "run") == []
