@@ -44,7 +44,13 @@ class JsonLinesHandler(QueuedHandler):
         backup_count: how many rotated files to keep (``path.1`` is the newest); must be
             positive when ``max_bytes`` is.
         level: the handler's own logging level.
+
+    A process forked after the handler was made (``multiprocessing`` workers on Linux) appends
+    to the same file with a writer thread of its own; as with ``RotatingFileHandler``, rotation
+    is not coordinated between processes: rotate in one of them.
     """
+
+    WRITES_IN_FORKED_CHILD = True
 
     def __init__(
         self,

@@ -10,13 +10,26 @@ thread. No TensorFlow here.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sys
 import threading
 import time
 import traceback
 import warnings
+import weakref
 from typing import Any
+
+# Handlers with a writer thread, restarted (or stopped) in a forked child.
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_LIVE):
+        handler._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Control:
@@ -42,13 +55,39 @@ class QueuedHandler(logging.Handler):
     #: The most items handed to one :meth:`write` call.
     BATCH = 4096
 
+    #: Whether a process forked from this one gets a writer thread of its own (threads are not
+    #: copied by fork). A sink that needs TensorFlow, which does not survive a fork, says no:
+    #: in the child it drops records with one warning instead of queueing them for nothing.
+    WRITES_IN_FORKED_CHILD = False
+
     def __init__(self, level: int | str = logging.NOTSET, *, thread_name: str):
         super().__init__(level)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stopped = False
         self._warned = False
+        self._why_dropped = (
+            "is closed; log records sent to it are dropped (remove it from its loggers when "
+            "you close it)."
+        )
+        self._start(thread_name)
+        _LIVE.add(self)
+
+    def _start(self, thread_name: str) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._listen, name=thread_name, daemon=True)
         self._thread.start()
+
+    def _after_fork(self) -> None:
+        """In a forked child: what the parent had queued is the parent's to write."""
+        if self._stopped:
+            return
+        if self.WRITES_IN_FORKED_CHILD:
+            self._start(self._thread.name)
+        else:
+            self._stopped = True
+            self._why_dropped = (
+                "was made before this process forked from its parent and cannot write here; "
+                "log records sent to it are dropped."
+            )
 
     # -- what a subclass provides -------------------------------------------------------------
 
@@ -175,8 +214,5 @@ class QueuedHandler(logging.Handler):
         if not self._warned:
             self._warned = True
             warnings.warn(
-                f"tbkit: {type(self).__name__} is closed; log records sent to it are dropped "
-                "(remove it from its loggers when you close it).",
-                RuntimeWarning,
-                stacklevel=2,
+                f"tbkit: {type(self).__name__} {self._why_dropped}", RuntimeWarning, stacklevel=2
             )

@@ -269,3 +269,51 @@ def test_a_relative_path_keeps_rotating_after_the_program_changes_folder(
     assert [int(o["message"]) for o in read_lines(logs / "app.jsonl.2")] == [0, 1, 2]
     assert [int(o["message"]) for o in read_lines(logs / "app.jsonl.1")] == [3, 4, 5]
     assert [int(o["message"]) for o in read_lines(logs / "app.jsonl")] == [6]
+
+
+FORK = """
+import logging, os, sys, warnings
+{setup}
+pylog = logging.getLogger("forked")
+pylog.setLevel(logging.INFO)
+pylog.propagate = False
+pylog.addHandler(handler)
+pylog.info("parent before")
+pid = os.fork()
+if pid == 0:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for k in range(3):
+            pylog.info("child %d", k)
+        handler.flush()
+    print("child warnings:", [str(w.message) for w in caught], flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+pylog.info("parent after")
+handler.close()
+"""
+
+
+def test_a_forked_child_writes_its_lines_with_a_thread_of_its_own(tmp_path):
+    path = tmp_path / "app.jsonl"
+    setup = f"from tbkit.jsonl import JsonLinesHandler\nhandler = JsonLinesHandler({str(path)!r})"
+    done = subprocess.run([sys.executable, "-c", FORK.format(setup=setup)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "child warnings: []" in done.stdout
+    messages = [o["message"] for o in read_lines(path)]
+    assert sorted(messages) == ["child 0", "child 1", "child 2", "parent after", "parent before"]
+
+
+def test_a_handler_that_needs_tensorflow_drops_a_forked_childs_lines_with_a_warning(tmp_path):
+    setup = (
+        "import tbkit\n"
+        f"log = tbkit.SummaryLogger({str(tmp_path)!r})\n"
+        "handler = tbkit.SummaryHandler(log)"
+    )
+    done = subprocess.run([sys.executable, "-c", FORK.format(setup=setup) + "log.close()"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "was made before this process forked" in done.stdout
+    assert [r.fields["message"] for r in tbkit.read_records(tmp_path, tag="log")] == [
+        "parent before", "parent after"]  # fmt: skip
