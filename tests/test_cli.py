@@ -26,6 +26,7 @@ import google_crc32c
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tbserver import stop
 from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.compat.proto import event_pb2
 from test_imports import BLOCK_TENSORFLOW
@@ -464,12 +465,7 @@ def test_tail_follow_picks_up_new_records_files_and_runs(tmp_path):
         line = next_line()
         assert line == tail_line(1_700_000_000.5, "eval", "e", 4, "info", {"n": 4})
     finally:
-        follower.send_signal(signal.SIGINT)
-        try:
-            follower.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            follower.kill()
-            follower.wait()
+        stop(follower, signal.SIGINT, timeout=60)
     assert follower.returncode == 0
     assert follower.stderr.read() == ""
     assert lines.empty()

@@ -56,9 +56,4 @@ def test_demo_serves_tensorboard_on_127_0_0_1(tmp_path):
         assert plugins["scalars"]["enabled"] and plugins["histograms"]["enabled"]
         assert plugins["tbkit"]["enabled"]  # the demo's records show in the plugin tab
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        tbserver.stop(server, signal.SIGINT)
