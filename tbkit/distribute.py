@@ -18,7 +18,6 @@ import atexit
 import os
 import shutil
 import tempfile
-import weakref
 from typing import Any
 
 import tensorflow as tf
@@ -28,7 +27,6 @@ from tbkit.errors import TbkitTypeError, TbkitValueError, expected
 REDUCTIONS = ("mean", "sum", "min", "max", "replicas")
 _ALL_REDUCE = {"mean": tf.distribute.ReduceOp.MEAN, "sum": tf.distribute.ReduceOp.SUM}
 _GATHERED = {"min": tf.reduce_min, "max": tf.reduce_max}
-_seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # collector → its strategy
 
 
 def replica_context() -> Any | None:
@@ -44,18 +42,6 @@ def local_replica(ctx: Any) -> int:
     if global_id is None:  # not a Python-known id (TPU): treat every replica as the first
         return 0
     return int(global_id) % len(ctx.strategy.extended.worker_devices)
-
-
-def note_strategy(collector: Any) -> None:
-    """Remember the strategy of the ``strategy.run`` that reports to ``collector``, if any."""
-    ctx = replica_context()
-    if ctx is not None:
-        _seen[collector] = ctx.strategy
-
-
-def strategy_seen_by(collector: Any) -> Any | None:
-    """The strategy noted for ``collector`` by :func:`note_strategy`, or None."""
-    return _seen.get(collector)
 
 
 def writes_summaries(strategy: Any = None) -> bool:

@@ -28,7 +28,7 @@ import tensorflow as tf
 from tbkit import context, levels, ops
 from tbkit.errors import TbkitTypeError, TbkitValueError, expected
 from tbkit.logger import SummaryLogger
-from tbkit.step import StepCollector, collecting
+from tbkit.step import StepCollector, collecting, users_summaries
 
 _STEP_EXPECTED = "a scalar int64 variable that the train step advances once per batch"
 _EVERY_EXPECTED = "a positive int, a Schedule, or a dict of level name to either"
@@ -277,9 +277,7 @@ class TensorBoardRecords(keras.callbacks.Callback):
             # Traced, the collector is shared with the replica threads of a tf.distribute fit.
             targeting = _pushed(target) if eager else collecting(target)
             with targeting:
-                with logger.writing(step=step), tf.summary.record_if(
-                    logger.level_predicate("info", step)
-                ):
+                with users_summaries(logger, step):
                     outputs = train_step(data)
                 if batch_metrics and callback() is not None:
                     callback()._log_batch_metrics(outputs)

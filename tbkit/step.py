@@ -49,13 +49,16 @@ class StepCollector:
         self.name = name
         self.graph = tf.compat.v1.get_default_graph()
         self._pending: list[ops.Pending] = []
+        self.strategy = None  # the strategy of the strategy.run its ops are called in, if any
         self._tags: dict[str, list] = {}  # tag → the graphs (body or branches) logging it
 
     @tf.autograph.experimental.do_not_convert
     def submit(self, pending: ops.Pending) -> None:
         """Take a summary from an op called while the step's body traces."""
         graph = tf.compat.v1.get_default_graph()
-        distribute.note_strategy(self)
+        replica = distribute.replica_context()
+        if replica is not None:
+            self.strategy = replica.strategy
         earlier = self._tags.setdefault(pending.tag, [])
         if any(not _exclusive(graph, other, self.graph) for other in earlier):
             raise TbkitValueError(
@@ -176,6 +179,14 @@ def collecting(collector: StepCollector) -> Iterator[None]:
         context.pop(collector)
 
 
+@contextlib.contextmanager
+def users_summaries(logger, step: tf.Tensor) -> Iterator[None]:
+    """While a step's body traces: the user's own ``tf.summary`` calls go to ``logger``'s writer
+    at ``step`` and record on the steps where the info level records."""
+    with logger.writing(step=step), tf.summary.record_if(logger.level_predicate("info", step)):
+        yield
+
+
 class TrainStep:
     """A training step compiled with ``tf.function`` that logs to one SummaryLogger.
 
@@ -233,9 +244,7 @@ class TrainStep:
         def body(*args, **kwargs):
             step = logger.step.read_value()
             collector = StepCollector(logger, step, name)
-            with collecting(collector), logger.writing(step=step), tf.summary.record_if(
-                logger.level_predicate("info", step)
-            ):
+            with collecting(collector), users_summaries(logger, step):
                 outputs = fn(*args, **kwargs)
             self._finish(collector, collector)
             return outputs
@@ -280,7 +289,7 @@ class TrainStep:
 
         ``seen`` is the collector the ops reported to: it knows the strategy they ran under.
         """
-        strategy = distribute.strategy_seen_by(seen) or tf.distribute.get_strategy()
+        strategy = seen.strategy or tf.distribute.get_strategy()
         if distribute.writes_summaries(strategy):
             collector.emit()
         if self._advance:
