@@ -30,6 +30,7 @@ Keras ``fit`` with and without ``TensorBoard(update_freq=1)``. Logdirs are tempo
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import logging
@@ -89,8 +90,9 @@ def mlp_workload(seed: int = 0):
 def tiny_workload(weights, opt):
     """A trivial step (a [64,4]x[4,10] matmul); the weights it logs are still the MLP's.
 
-    It touches one element of each MLP weight, as any training step uses its weights, so the
-    bare step captures them too and the variants differ only in how they log.
+    It touches one element of each MLP weight, as any training step uses its weights, and
+    advances the optimizer's ``iterations`` as ``apply_gradients`` does, so the bare step
+    captures and does those too and the variants differ only in how they log.
     """
     w = tf.Variable(tf.fill([4, 10], 0.01))
     batches = [(tf.ones([BATCH, 4]), tf.zeros([BATCH], tf.int32))]
@@ -98,9 +100,10 @@ def tiny_workload(weights, opt):
     def step(x, y):
         touch = tf.add_n([tf.reshape(v, [-1])[0] for v in weights])
         logits = tf.matmul(x, w) + 0.0 * touch
+        opt.iterations.assign_add(1)
         return values(opt, tf.reduce_mean(logits), logits, [w], y)
 
-    return step, weights, batches
+    return step, weights, batches, None, None, opt
 
 
 def make_model():
@@ -131,8 +134,8 @@ def bare(body, weights, tmp):
     return lambda i, x, y: fn(x, y)
 
 
-def with_tbkit(body, weights, tmp, level="debug"):
-    log = tbkit.SummaryLogger(tempfile.mkdtemp(dir=tmp),
+def with_tbkit(body, weights, tmp, level="debug", step=None):
+    log = tbkit.SummaryLogger(tempfile.mkdtemp(dir=tmp), step=step,
                               every={"info": INFO_EVERY, "debug": DEBUG_EVERY})
     log.set_level(level)
 
@@ -224,6 +227,33 @@ def one_scalar(body, weights, tmp):
     return step
 
 
+def in_graph_skip(body, weights, step_var):
+    """A reference, not a way to log: the least an in-graph decision costs on a step that
+    records nothing: the step's value modulo 10 decides a ``tf.cond`` whose recording branch
+    never runs."""
+
+    @tf.function
+    def fn(x, y):
+        m = body(x, y)
+        due = tf.equal(tf.math.floormod(step_var, REC_EVERY), -1)  # never, but only at run time
+        tf.cond(due, lambda: tf.print(m["loss"]), tf.no_op)
+        return m["loss"]
+
+    return lambda i, x, y: fn(x, y)
+
+
+def own_counter_and_skip(body, weights, tmp):
+    """A reference: :func:`in_graph_skip` on a step counter of its own that it advances."""
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def counted(x, y):
+        m = body(x, y)
+        step_var.assign_add(1)
+        return m
+
+    return in_graph_skip(counted, weights, step_var)
+
+
 def with_tensorboardx(body, weights, tmp):
     writer = tensorboardX.SummaryWriter(tempfile.mkdtemp(dir=tmp))
     CLOSERS.append(writer.close)
@@ -271,17 +301,32 @@ def keras_runners(data, tmp):
     return {"keras fit": fit([]), KERAS_BOARD: fit([board])}
 
 
-def build(workload, tmp):
-    body, weights, batches = workload[:3]
+TBKIT_SHARED = "tbkit, step=optimizer.iterations"
+TBKIT_SHARED_OFF = "tbkit, step=optimizer.iterations, threshold-off"
+REFERENCES = {  # micro only: what the cheapest in-graph decision costs here
+    "reference: in-graph skip on optimizer.iterations":
+        lambda body, weights, tmp, opt: in_graph_skip(body, weights, opt.iterations),
+    "reference: own step counter + in-graph skip":
+        lambda body, weights, tmp, opt: own_counter_and_skip(body, weights, tmp),
+}
+
+
+def build(workload, tmp, references=False):
+    body, weights, batches, opt = *workload[:3], workload[5]
+    iterations = opt.iterations.value  # the tf.Variable inside Keras 3's variable
     makers = {
         "bare": bare,
         "tbkit": with_tbkit,
         "tbkit threshold-off": lambda *a: with_tbkit(*a, level="error"),
+        TBKIT_SHARED: lambda *a: with_tbkit(*a, step=iterations),
+        TBKIT_SHARED_OFF: lambda *a: with_tbkit(*a, level="error", step=iterations),
         "naive (.numpy + logging)": naive,
         "plain tf.summary": plain_summary,
         "tensorboardX": with_tensorboardx,
         "one unguarded tf.summary.scalar": one_scalar,
     }
+    if references:
+        makers.update({name: functools.partial(make, opt=opt) for name, make in REFERENCES.items()})
     return {name: block_runner(make(body, weights, tmp), batches)
             for name, make in makers.items()}
 
@@ -402,7 +447,7 @@ def main(argv=None):
         runners = build(mlp, tmp)
         runners.update(keras_runners(mlp[3], tmp))
         e2e = end_to_end_table(interleave(runners, args.rounds, args.steps_per_block))
-        micro_runners = build(tiny_workload(mlp[1], mlp[5]), tmp)
+        micro_runners = build(tiny_workload(mlp[1], mlp[5]), tmp, references=True)
         micro = micro_table(interleave(micro_runners, args.micro_rounds, args.micro_steps,
                                        warmup_blocks=1))
         hist = histogram_bench(5 if args.quick else 30)

@@ -271,7 +271,7 @@ class TensorBoardRecords(keras.callbacks.Callback):
 
         @functools.wraps(train_step)
         def logging_train_step(data):
-            step = logger.step.read_value()
+            step = logger.step.value()
             eager = tf.executing_eagerly()  # run_eagerly=True: nothing traces, ops write now
             target = _EagerStep(logger, step) if eager else StepCollector(logger, step, name)
             # Traced, the collector is shared with the replica threads of a tf.distribute fit.

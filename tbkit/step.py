@@ -16,7 +16,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from tbkit import context, distribute, ops
+from tbkit import context, distribute, levels, ops
 from tbkit.errors import TbkitTypeError, TbkitValueError, expected
 
 _LOOP_GRAPHS = ("WhileBodyFuncGraph", "WhileCondFuncGraph")  # tf.while_loop, scan, map_fn...
@@ -84,7 +84,8 @@ class StepCollector:
         On every step only a cheap gate runs: the threshold admits one of the collected levels
         and the step is a multiple of the gcd of every interval in use (or some ``when`` is
         true). Behind the gate, one call of a function that is not inlined decides each rule
-        exactly and writes, so a step that records nothing never visits the formatting ops.
+        exactly (the gate's own rule needs no second look) and writes, so a step that records
+        nothing never visits the formatting ops.
         Later uses of the resources the writes touch are ordered after the gate's Merge.
         """
         if not self._pending:
@@ -97,19 +98,29 @@ class StepCollector:
                 key = (pending.level, self.logger.schedule_for(pending))
             groups.setdefault(key, []).append(pending)
 
+        gate, implied = self._gate(groups)
+
         def record() -> None:
             threshold = self.logger.threshold.read_value()
             with self.logger.writing(), tf.summary.record_if(True), tf.control_dependencies(
                 [self.logger.assert_open()]
             ):
-                for batch in groups.values():
-                    recorded = self.logger.should_record(batch[0], self.step, threshold)
-                    _call_if(recorded, functools.partial(_write, batch, self.step))
+                for key, batch in groups.items():
+                    if key in implied:  # recorded exactly when the gate opens
+                        _write(batch, self.step)
+                    else:
+                        recorded = self.logger.should_record(batch[0], self.step, threshold)
+                        _call_if(recorded, functools.partial(_write, batch, self.step))
 
-        _call_if(self._gate(groups), record)
+        _call_if(gate, record)
 
-    def _gate(self, groups: dict[Any, list[ops.Pending]]) -> tf.Tensor:
-        """True on every step where some group may record (a superset of them, cheaply)."""
+    def _gate(self, groups: dict[Any, list[ops.Pending]]) -> tuple[tf.Tensor, set]:
+        """True on every step where some group may record (a superset of them, cheaply).
+
+        Also returns the groups whose own rule is the gate's (the most severe level collected,
+        at the one interval the gate tests): behind the gate they need no guard of their own,
+        which saves a function call on each step they record.
+        """
         intervals: set[int] = set()
         due = []
         for key, batch in groups.items():
@@ -119,14 +130,17 @@ class StepCollector:
                 due.append(key[1].predicate(self.step))
             else:
                 intervals.update(key[1].intervals)
-        if intervals:
-            every = math.gcd(*intervals)
+        every = math.gcd(*intervals) if intervals else 0
+        if every:
             due.append(
                 tf.constant(True) if every == 1 else tf.equal(tf.math.floormod(self.step, every), 0)
             )
         due_now = due[0] if len(due) == 1 else tf.reduce_any(tf.stack(due))
         top = max(batch[0].level for batch in groups.values())
-        return tf.logical_and(tf.less_equal(self.logger.threshold, top), due_now)
+        implied = set()
+        if every and len(due) == 1:
+            implied.add((top, levels.Schedule.every(every)))
+        return tf.logical_and(tf.less_equal(self.logger.threshold, top), due_now), implied
 
 
 def _write(batch: list[ops.Pending], step: tf.Tensor) -> None:
@@ -242,7 +256,7 @@ class TrainStep:
 
         @functools.wraps(fn)
         def body(*args, **kwargs):
-            step = logger.step.read_value()
+            step = logger.step.value()  # no Identity after the read, unlike read_value()
             collector = StepCollector(logger, step, name)
             with collecting(collector), users_summaries(logger, step):
                 outputs = fn(*args, **kwargs)
@@ -261,7 +275,7 @@ class TrainStep:
 
         @functools.wraps(fn)
         def body(*args, **kwargs):
-            step = logger.step.read_value()
+            step = logger.step.value()  # no Identity after the read, unlike read_value()
             inner: dict[str, Any] = {}
 
             def compiled(*args, **kwargs):

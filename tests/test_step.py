@@ -99,6 +99,27 @@ def test_expensive_work_lives_only_inside_recorded_branches(tmp_path):
     assert branch_ops & {"Bincount", "DenseBincount"}
 
 
+def test_the_gates_own_rule_writes_without_a_second_guard(tmp_path):
+    """The record at the gate's interval and level is written straight behind the gate; the
+    rarer scalar keeps a guard (a call) of its own. Steps recorded are those of each rule."""
+    with tbkit.SummaryLogger(str(tmp_path), every={"info": 5}) as log:
+
+        @log.train_step
+        def step(x):
+            tbkit.record("r", {"x": x})
+            tbkit.scalar("s", x, every=10)
+
+        for i in range(21):
+            step(tf.constant(float(i)))
+        graph = step.function.get_concrete_function(tf.TensorSpec([], tf.float32)).graph
+    library = {f.signature.name: f for f in graph.as_graph_def().library.function}
+    (outer_call,) = [op for op in graph.get_operations() if op.type == "StatefulPartitionedCall"]
+    recorded = library[outer_call.get_attr("f").name]
+    inside = [node.op for node in recorded.node_def]
+    assert inside.count("WriteSummary") == 1 and inside.count("StatefulPartitionedCall") == 1
+    assert steps(str(tmp_path)) == {"r": [0, 5, 10, 15, 20], "s": [0, 10, 20]}
+
+
 def test_a_step_neither_flushes_nor_reads_logged_variables_on_every_call(tmp_path):
     weight = tf.Variable(tf.ones([4, 4]))
     with tbkit.SummaryLogger(str(tmp_path)) as log:
