@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tbkit import context, levels, ops
 from tbkit.errors import LoggerClosedError, TbkitTypeError, TbkitValueError, expected
+from tbkit.openflag import OpenFlag
 from tbkit.profile import ProfileWindow, check_window
 from tbkit.writer import UnflushedWriter
 
@@ -40,15 +41,16 @@ def _step_variable(step: Any) -> tf.Variable:
     return variable
 
 
-def _close(hooks: list[Callable[[], None]], writer) -> None:
-    """Run the close hooks (a failing one does not stop the others), then flush and close the
-    writer; the first hook's error is raised once the writer is closed."""
+def _close(hooks: list[Callable[[], None]], writer, flag: OpenFlag) -> None:
+    """Run the close hooks (a failing one does not stop the others), lower the open flag, then
+    flush and close the writer; the first hook's error is raised once the writer is closed."""
     failures = []
     for hook in hooks:
         try:
             hook()
         except Exception as e:  # noqa: BLE001 - re-raised once the writer is closed
             failures.append(e)
+    flag.lower()
     with tf.init_scope():  # a finalizer may run while some other function traces
         writer.flush()
         writer.close()
@@ -102,14 +104,14 @@ class SummaryLogger(tf.Module):
             self._logdir, max_queue=max_queue, flush_millis=flush_millis
         )
         self._unflushed = UnflushedWriter(self._writer)
-        # Read by every write branch: a function traced under this logger and called after
-        # close() fails with a clear message instead of TensorFlow's missing-resource error.
-        self._open = tf.Variable(True, trainable=False, name="open")
+        self._open = OpenFlag()  # checked by every write branch, lowered on closing
         self._closed = False
         self._entered: list = []
         self._close_hooks: list[Callable[[], None]] = []
         self._flush_hooks: list[Callable[[], None]] = []
-        self._finalizer = weakref.finalize(self, _close, self._close_hooks, self._writer)
+        self._finalizer = weakref.finalize(
+            self, _close, self._close_hooks, self._writer, self._open
+        )
         self.profile_window = self._profile_window(profile_steps)
         if self.profile_window is not None:  # stop the profiler however the logger ends
             self._close_hooks.append(self.profile_window.close)
@@ -161,13 +163,13 @@ class SummaryLogger(tf.Module):
         """Change the threshold while training runs; traced steps see it without retracing."""
         self.threshold.assign(levels.level_index(level))
 
-    def assert_open(self) -> tf.Operation:
-        """An op that fails a write branch when this logger has been closed since tracing."""
-        return tf.debugging.Assert(
-            self._open,
-            [f"tbkit: a traced function writes to the closed SummaryLogger at {self._logdir}. "
-             "A tf.function keeps the logger it was traced under: trace it again under an "
-             "open logger, or decorate it with @log.train_step."],
+    def open_checks(self) -> list[tf.Operation]:
+        """Ops for a write branch to wait on: they fail it when this logger has been closed
+        since the function was traced (none eagerly, where :meth:`_check_open` does it)."""
+        return self._open.checks(
+            f"tbkit: a traced function writes to the closed SummaryLogger at {self._logdir}. "
+            "A tf.function keeps the logger it was traced under: trace it again under an "
+            "open logger, or decorate it with @log.train_step."
         )
 
     def schedule_for(self, pending: ops.Pending) -> levels.Schedule:
@@ -199,7 +201,7 @@ class SummaryLogger(tf.Module):
 
         def write():
             with self.writing(), tf.summary.record_if(True):
-                with tf.control_dependencies([self.assert_open()]):
+                with tf.control_dependencies(self.open_checks()):
                     ops.write(pending, step)
 
         tf.cond(recorded, write, lambda: None)
@@ -253,7 +255,6 @@ class SummaryLogger(tf.Module):
         """Flush and close the writer; later writes raise :class:`LoggerClosedError`."""
         if not self._closed:
             self._closed = True
-            self._open.assign(False)
             self._finalizer()
 
     def add_close_hook(self, hook: Callable[[], None]) -> None:

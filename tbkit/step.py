@@ -103,7 +103,7 @@ class StepCollector:
         def record() -> None:
             threshold = self.logger.threshold.read_value()
             with self.logger.writing(), tf.summary.record_if(True), tf.control_dependencies(
-                [self.logger.assert_open()]
+                self.logger.open_checks()
             ):
                 for key, batch in groups.items():
                     if key in implied:  # recorded exactly when the gate opens

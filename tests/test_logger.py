@@ -84,6 +84,42 @@ def test_a_users_function_traced_under_a_closed_logger_fails_clearly(tmp_path):
     assert steps(str(tmp_path / "a")) == {"x": [0]}
 
 
+def test_a_decorated_step_inside_a_users_function_fails_clearly_once_closed(tmp_path):
+    log = tbkit.SummaryLogger(str(tmp_path), every={"info": 1})
+
+    @log.train_step
+    def step(x):
+        tbkit.scalar("x", x)
+
+    @tf.function
+    def loop(x):  # traces the decorated step once, into the user's own function
+        step(x)
+
+    loop(tf.constant(1.0))
+    log.close()
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="writes to the closed SummaryLogger at .* trace it again under an "
+                             "open logger"):
+        loop(tf.constant(2.0))
+    assert steps(str(tmp_path)) == {"x": [0]}
+
+
+def test_a_step_carries_only_the_step_threshold_and_writer_into_each_call(tmp_path):
+    """The open flag is looked up by name inside the write branch: not an input of every
+    call (each costs a few µs, even on steps that record nothing)."""
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+
+        @log.train_step
+        def step(x):
+            tbkit.record("r", {"x": x})
+
+        step(tf.constant(1.0))
+        graph = step.function.get_concrete_function(tf.TensorSpec([], tf.float32)).graph
+        carried = {id(external) for external, _ in graph.captures}
+        expected = {id(log.step.handle), id(log.threshold.handle), id(log.writer._resource)}
+    assert carried == expected
+
+
 def test_nested_with_closes_at_the_outermost_exit(tmp_path):
     log = tbkit.SummaryLogger(str(tmp_path))
     with log:
