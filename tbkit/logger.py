@@ -19,7 +19,7 @@ from tbkit import context, levels, ops
 from tbkit.errors import LoggerClosedError, TbkitTypeError, TbkitValueError, expected
 from tbkit.openflag import OpenFlag
 from tbkit.profile import ProfileWindow, check_window
-from tbkit.writer import UnflushedWriter
+from tbkit.writer import FileWriter, UnflushedWriter
 
 _STEP_EXPECTED = "a scalar int64 tf.Variable such as optimizer.iterations"
 
@@ -100,9 +100,7 @@ class SummaryLogger(tf.Module):
         self.threshold = tf.Variable(
             levels.level_index(level), dtype=tf.int64, trainable=False, name="threshold"
         )
-        self._writer = tf.summary.create_file_writer(
-            self._logdir, max_queue=max_queue, flush_millis=flush_millis
-        )
+        self._writer = FileWriter(self._logdir, max_queue=max_queue, flush_millis=flush_millis)
         self._unflushed = UnflushedWriter(self._writer)
         self._open = OpenFlag()  # checked by every write branch, lowered on closing
         self._closed = False
@@ -150,14 +148,16 @@ class SummaryLogger(tf.Module):
         """True when the logger made its step; then its decorated steps advance it."""
         return self._owns_step
 
-    def writing(self, step: Any = None):
+    def writing(self, step: Any = None, *, pinned: bool = False):
         """A context in which ``tf.summary`` ops write to this run (at ``step``, if given).
 
         Unlike ``writer.as_default()`` it adds no flush at its end, so a traced step does not
-        write to disk on every call.
+        write to disk on every call. ``pinned``: take the writer's handle in this function
+        for the functions nested in it (see :class:`tbkit.writer.UnflushedWriter`).
         """
         self._check_open()
-        return self._unflushed.as_default(step=step)
+        view = UnflushedWriter(self._writer, pinned=True) if pinned else self._unflushed
+        return view.as_default(step=step)
 
     def set_level(self, level: str) -> None:
         """Change the threshold while training runs; traced steps see it without retracing."""

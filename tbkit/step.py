@@ -102,9 +102,8 @@ class StepCollector:
 
         def record() -> None:
             threshold = self.logger.threshold.read_value()
-            with self.logger.writing(), tf.summary.record_if(True), tf.control_dependencies(
-                self.logger.open_checks()
-            ):
+            with self.logger.writing(pinned=True), tf.summary.record_if(True), \
+                    tf.control_dependencies(self.logger.open_checks()):
                 for key, batch in groups.items():
                     if key in implied:  # recorded exactly when the gate opens
                         _write(batch, self.step)
