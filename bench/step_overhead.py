@@ -15,7 +15,9 @@ It measures, with one intra-op and one inter-op thread:
   the same round (a slow round slows every variant alike), and the ratio of total times.
 * **Micro**: the same logging code around a trivial step (a tiny matmul), blocks of 1 000
   steps so every sampling period (every 10, 100 and 1 000 steps) is covered whole: the
-  µs added per step over the bare trivial step, averaged over all steps of the block.
+  µs added per step over the bare trivial step, averaged over all steps of the block. Each
+  block runs in 10 pieces of 100 steps, the variants taking turns piece by piece, so a slow
+  spell of the machine (they last seconds here) falls on every variant of the round.
 * **Histogram**: ``tbkit.ops.bucketize`` against TensorBoard's ``tf.summary.histogram``
   bucketing on a 784×256 float32 kernel, both in ``tf.function``; and whether they agree.
 
@@ -334,19 +336,29 @@ def build(workload, tmp, references=False):
 # -- measuring ----------------------------------------------------------------------------------
 
 
-def interleave(runners, rounds, steps, warmup_blocks=2):
-    """Seconds per step of every variant in every round; the order rotates each round."""
+def interleave(runners, rounds, steps, warmup_blocks=2, slices=1):
+    """Seconds per step of every variant in every round; the order rotates each round.
+
+    With ``slices`` > 1 a round's block of ``steps`` runs in that many consecutive pieces per
+    variant, the variants taking turns piece by piece: each variant still runs all its
+    ``steps`` in order, and a slow spell of the machine falls on all of them alike.
+    """
     names = list(runners)
     for name in names:
         for _ in range(warmup_blocks):
             runners[name](steps)
     times = {name: [] for name in names}
+    piece = steps // slices
     for r in range(rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            start = time.perf_counter()
-            runners[name](steps)
-            times[name].append((time.perf_counter() - start) / steps)
+        spent = dict.fromkeys(names, 0.0)
+        for s in range(slices):
+            k = (r * slices + s) % len(names)
+            for name in names[k:] + names[:k]:
+                start = time.perf_counter()
+                runners[name](piece)
+                spent[name] += time.perf_counter() - start
+        for name in names:
+            times[name].append(spent[name] / (piece * slices))
     return {name: np.array(t) for name, t in times.items()}
 
 
@@ -433,6 +445,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=40, help="end-to-end rounds (default 40)")
     p.add_argument("--steps-per-block", type=int, default=100, help="end-to-end block (100)")
     p.add_argument("--micro-rounds", type=int, default=80, help="micro rounds (default 80)")
+    p.add_argument("--micro-slices", type=int, default=10,
+                   help="run each micro block in this many interleaved pieces (default 10)")
     p.add_argument("--micro-steps", type=int, default=1000,
                    help="micro block; a multiple of 1000 covers every sampling period whole")
     p.add_argument("--quick", action="store_true", help="a few short rounds: a smoke run")
@@ -440,6 +454,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.steps_per_block, args.micro_rounds, args.micro_steps = 2, 20, 2, 100
+    if args.micro_slices < 1 or args.micro_steps % args.micro_slices:
+        p.error(f"--micro-slices must divide --micro-steps (got {args.micro_slices} and "
+                f"{args.micro_steps})")
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="tbkit-bench-")
     try:
@@ -449,6 +466,7 @@ def main(argv=None):
         e2e = end_to_end_table(interleave(runners, args.rounds, args.steps_per_block))
         micro_runners = build(tiny_workload(mlp[1], mlp[5]), tmp, references=True)
         micro = micro_table(interleave(micro_runners, args.micro_rounds, args.micro_steps,
+                                       slices=args.micro_slices,
                                        warmup_blocks=1))
         hist = histogram_bench(5 if args.quick else 30)
     finally:
