@@ -12,8 +12,10 @@ import contextlib
 import io
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -133,14 +135,37 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[threading.Event]:
+    """Ctrl-C raises KeyboardInterrupt as usual and also sets the event it yields.
+
+    Python drops a KeyboardInterrupt that lands inside a finalizer ("Exception ignored in"),
+    and a polling loop runs many; the loop checks the event too, so one Ctrl-C always ends it.
+    """
+    interrupted = threading.Event()
+
+    def interrupt(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted  # only the main thread may set handlers; a caller there handles it
+        return
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _tail(args: argparse.Namespace) -> int:
     from tbkit import tail
 
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    with _utf8_stdout() as out:
+    with _utf8_stdout() as out, _interruptible() as interrupted:
         try:
             count = tail.tail(args.logdir, out, follow=args.follow, interval=args.interval,
-                              color=color, last=args.lines)  # fmt: skip
+                              color=color, last=args.lines, stopped=interrupted.is_set)  # fmt: skip
         except KeyboardInterrupt:
             return 0
     if count == 0 and not args.follow:

@@ -13,7 +13,7 @@ import collections
 import heapq
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from google.protobuf.message import DecodeError
@@ -84,11 +84,13 @@ def tail(
     interval: float = 1.0,
     color: bool = False,
     last: int | None = None,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> int:
     """Print the records under ``logdir``; with ``follow``, keep polling until interrupted.
 
     ``last=N`` starts with only the N most recent records already there (by wall time, printed
-    oldest first); later polls print everything new.
+    oldest first); later polls print everything new. ``stopped()`` true ends following after
+    the poll it is checked at.
 
     Returns:
         How many records were read, shown or not (``KeyboardInterrupt`` propagates while
@@ -112,6 +114,6 @@ def tail(
         except FileNotFoundError:
             pass  # a run folder removed during the walk: the next poll sees the new tree
         out.flush()
-        if not follow:
+        if not follow or stopped():
             return follower.seen
         time.sleep(interval)

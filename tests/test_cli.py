@@ -471,6 +471,23 @@ def test_tail_follow_picks_up_new_records_files_and_runs(tmp_path):
     assert lines.empty()
 
 
+def test_following_ends_at_the_poll_where_stopped_says_so(tmp_path):
+    """The CLI's Ctrl-C handler also sets a flag the loop checks after each poll: Python drops
+    a KeyboardInterrupt raised inside a finalizer, and one Ctrl-C must still end tail -f."""
+    from tbkit import tail
+
+    write_raw(tmp_path / "a" / "events.out.tfevents.1.h.1.0.v2", [(0, "t", {"n": 0})])
+    checks = []
+
+    def stopped() -> bool:
+        checks.append(len(checks))
+        return len(checks) == 3
+
+    out = io.StringIO()
+    assert tail.tail(tmp_path, out, follow=True, interval=0.01, stopped=stopped) == 1
+    assert len(checks) == 3 and len(out.getvalue().splitlines()) == 1
+
+
 # -- stats -----------------------------------------------------------------------------------
 
 
