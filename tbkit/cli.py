@@ -149,7 +149,7 @@ def _interruptible() -> Iterator[threading.Event]:
         raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():
-        yield interrupted  # only the main thread may set handlers; a caller there handles it
+        yield interrupted  # only the main thread may set signal handlers
         return
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
