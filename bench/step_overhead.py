@@ -32,7 +32,6 @@ Keras ``fit`` with and without ``TensorBoard(update_freq=1)``. Logdirs are tempo
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import json
 import logging
@@ -229,7 +228,7 @@ def one_scalar(body, weights, tmp):
     return step
 
 
-def in_graph_skip(body, weights, step_var):
+def in_graph_skip(body, step_var):
     """A reference, not a way to log: the least an in-graph decision costs on a step that
     records nothing: the step's value modulo 10 decides a ``tf.cond`` whose recording branch
     never runs."""
@@ -244,7 +243,7 @@ def in_graph_skip(body, weights, step_var):
     return lambda i, x, y: fn(x, y)
 
 
-def own_counter_and_skip(body, weights, tmp):
+def own_counter_and_skip(body):
     """A reference: :func:`in_graph_skip` on a step counter of its own that it advances."""
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
 
@@ -253,7 +252,7 @@ def own_counter_and_skip(body, weights, tmp):
         step_var.assign_add(1)
         return m
 
-    return in_graph_skip(counted, weights, step_var)
+    return in_graph_skip(counted, step_var)
 
 
 def with_tensorboardx(body, weights, tmp):
@@ -303,16 +302,6 @@ def keras_runners(data, tmp):
     return {"keras fit": fit([]), KERAS_BOARD: fit([board])}
 
 
-TBKIT_SHARED = "tbkit, step=optimizer.iterations"
-TBKIT_SHARED_OFF = "tbkit, step=optimizer.iterations, threshold-off"
-REFERENCES = {  # micro only: what the cheapest in-graph decision costs here
-    "reference: in-graph skip on optimizer.iterations":
-        lambda body, weights, tmp, opt: in_graph_skip(body, weights, opt.iterations),
-    "reference: own step counter + in-graph skip":
-        lambda body, weights, tmp, opt: own_counter_and_skip(body, weights, tmp),
-}
-
-
 def build(workload, tmp, references=False):
     body, weights, batches, opt = *workload[:3], workload[5]
     iterations = opt.iterations.value  # the tf.Variable inside Keras 3's variable
@@ -320,15 +309,19 @@ def build(workload, tmp, references=False):
         "bare": bare,
         "tbkit": with_tbkit,
         "tbkit threshold-off": lambda *a: with_tbkit(*a, level="error"),
-        TBKIT_SHARED: lambda *a: with_tbkit(*a, step=iterations),
-        TBKIT_SHARED_OFF: lambda *a: with_tbkit(*a, level="error", step=iterations),
+        "tbkit, step=optimizer.iterations": lambda *a: with_tbkit(*a, step=iterations),
+        "tbkit, step=optimizer.iterations, threshold-off":
+            lambda *a: with_tbkit(*a, level="error", step=iterations),
         "naive (.numpy + logging)": naive,
         "plain tf.summary": plain_summary,
         "tensorboardX": with_tensorboardx,
         "one unguarded tf.summary.scalar": one_scalar,
     }
-    if references:
-        makers.update({name: functools.partial(make, opt=opt) for name, make in REFERENCES.items()})
+    if references:  # micro only: what the cheapest in-graph decision costs here
+        makers["reference: in-graph skip on optimizer.iterations"] = (
+            lambda body, weights, tmp: in_graph_skip(body, iterations))
+        makers["reference: own step counter + in-graph skip"] = (
+            lambda body, weights, tmp: own_counter_and_skip(body))
     return {name: block_runner(make(body, weights, tmp), batches)
             for name, make in makers.items()}
 

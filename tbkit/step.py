@@ -98,14 +98,14 @@ class StepCollector:
                 key = (pending.level, self.logger.schedule_for(pending))
             groups.setdefault(key, []).append(pending)
 
-        gate, implied = self._gate(groups)
+        threshold = self.logger.threshold.value()  # read once, for the gate and behind it
+        gate, direct = self._gate(groups, threshold)
 
         def record() -> None:
-            threshold = self.logger.threshold.read_value()
             with self.logger.writing(pinned=True), tf.summary.record_if(True), \
                     tf.control_dependencies(self.logger.open_checks()):
                 for key, batch in groups.items():
-                    if key in implied:  # recorded exactly when the gate opens
+                    if key == direct:  # recorded exactly when the gate opens
                         _write(batch, self.step)
                     else:
                         recorded = self.logger.should_record(batch[0], self.step, threshold)
@@ -113,12 +113,14 @@ class StepCollector:
 
         _call_if(gate, record)
 
-    def _gate(self, groups: dict[Any, list[ops.Pending]]) -> tuple[tf.Tensor, set]:
+    def _gate(
+        self, groups: dict[Any, list[ops.Pending]], threshold: tf.Tensor
+    ) -> tuple[tf.Tensor, Any]:
         """True on every step where some group may record (a superset of them, cheaply).
 
-        Also returns the groups whose own rule is the gate's (the most severe level collected,
-        at the one interval the gate tests): behind the gate they need no guard of their own,
-        which saves a function call on each step they record.
+        Also returns the key of the group whose own rule is the gate's (the most severe level
+        collected, at the one interval the gate tests), or None: behind the gate it needs no
+        guard of its own, which saves a function call on each step it records.
         """
         intervals: set[int] = set()
         due = []
@@ -136,10 +138,8 @@ class StepCollector:
             )
         due_now = due[0] if len(due) == 1 else tf.reduce_any(tf.stack(due))
         top = max(batch[0].level for batch in groups.values())
-        implied = set()
-        if every and len(due) == 1:
-            implied.add((top, levels.Schedule.every(every)))
-        return tf.logical_and(tf.less_equal(self.logger.threshold, top), due_now), implied
+        direct = (top, levels.Schedule.every(every)) if every and len(due) == 1 else None
+        return tf.logical_and(tf.less_equal(threshold, top), due_now), direct
 
 
 def _write(batch: list[ops.Pending], step: tf.Tensor) -> None:
