@@ -17,7 +17,6 @@ import json
 import random
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -25,26 +24,15 @@ import time
 import urllib.parse
 from pathlib import Path
 
-import google_crc32c
 from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.text import summary_v2 as text_summary
 
-from tbkit import jsonenc, summary_pb
+from tbkit.data.frames import frame
+from tbkit.summary import jsonenc, summary_pb
 
 TAG = "train"
 PREFIX = "/data/plugin/tbkit"
 WHERE = "loss > 2 and lr < 0.001"
-
-
-def masked_crc(data: bytes) -> int:
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def frame(data: bytes) -> bytes:
-    header = struct.pack("<Q", len(data))
-    return (header + struct.pack("<I", masked_crc(header)) + data
-            + struct.pack("<I", masked_crc(data)))  # fmt: skip
 
 
 def fields(run: int, i: int) -> dict:

@@ -52,7 +52,7 @@ from tensorboard.plugins.histogram.summary_v2 import _buckets  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tbkit  # noqa: E402
-from tbkit.ops import bucketize  # noqa: E402
+from tbkit.summary.ops import bucketize  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
 tf.config.threading.set_intra_op_parallelism_threads(1)

@@ -29,7 +29,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from tbkit.errors import (
+from tbkit import metadata, query, read  # noqa: F401 (public modules: tbkit.read.to_pandas...)
+from tbkit.data.errors import (
     DataLossWarning,
     LoggerClosedError,
     NoActiveLoggerError,
@@ -37,21 +38,22 @@ from tbkit.errors import (
     TbkitTypeError,
     TbkitValueError,
 )
-from tbkit.levels import LEVELS, Schedule
-from tbkit.read import Record, read_records
+from tbkit.data.levels import LEVELS
+from tbkit.data.read import Record, read_records
+from tbkit.summary.schedule import Schedule
 
 __version__ = "0.1.0"
 
 # Names loaded on first use, and the module that defines each (all but JsonLinesHandler need
 # TensorFlow).
 _LAZY = {
-    "JsonLinesHandler": "tbkit.jsonl",
-    "SummaryHandler": "tbkit.logbridge",
-    "SummaryLogger": "tbkit.logger",
-    "scalar": "tbkit.ops",
-    "histogram": "tbkit.ops",
-    "record": "tbkit.ops",
-    "text": "tbkit.ops",
+    "JsonLinesHandler": "tbkit.integrations.jsonl",
+    "SummaryHandler": "tbkit.integrations.logbridge",
+    "SummaryLogger": "tbkit.summary.logger",
+    "scalar": "tbkit.summary.ops",
+    "histogram": "tbkit.summary.ops",
+    "record": "tbkit.summary.ops",
+    "text": "tbkit.summary.ops",
 }
 
 __all__ = [
@@ -76,6 +78,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "keras":  # tbkit.keras.TensorBoardRecords needs TensorFlow and Keras
+        return importlib.import_module("tbkit.keras")
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'tbkit' has no attribute {name!r}")

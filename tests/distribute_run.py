@@ -34,7 +34,7 @@ def main(mode: str, logdirs: list[str]) -> None:
 
 def run(strategy, mode: str, logdir: str, outside_scope: bool) -> None:
     import tbkit
-    from tbkit import distribute
+    from tbkit.summary import distribute
 
     run_dir = distribute.worker_logdir(logdir, strategy)
     if outside_scope:

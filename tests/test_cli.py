@@ -32,7 +32,12 @@ from tensorboard.compat.proto import event_pb2
 from test_imports import BLOCK_TENSORFLOW
 
 import tbkit
-from tbkit import cli, export, query, stream, summary_pb
+from tbkit.cli import export
+from tbkit.cli import main as cli
+from tbkit.data import events
+from tbkit.data import logdir as logdirs
+from tbkit.data.rows import flatten
+from tbkit.summary import summary_pb
 
 TBKIT = os.path.join(os.path.dirname(sys.executable), "tbkit")
 BIG = 2**62 + 1
@@ -53,7 +58,8 @@ def rename_new(folder: Path, before: set, name: str) -> None:
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory) -> Path:
     """exp/train (records, scalars, histograms, text; resumed at step 4, which pre-empts steps
-    4 and 5), exp/validation (other fields), plain (TensorBoard's own summaries only)."""
+    4 and 5), exp/validation (other fields), plain (TensorBoard's own summaries only: its text
+    summaries are records too), scalars (no records)."""
     import tensorflow as tf
 
     root = tmp_path_factory.mktemp("logs")
@@ -101,6 +107,10 @@ def logdir(tmp_path_factory) -> Path:
             tf.summary.histogram("h", tf.range(100.0) * step, step=step)
             tf.summary.text("t", f"note {step}", step=step)
             tf.summary.image("img", tf.zeros([1, 8, 8, 3]) + step / 4, step=step)
+    writer.close()
+    writer = tf.summary.create_file_writer(str(root / "scalars"))
+    with writer.as_default():
+        tf.summary.scalar("s", 1.0, step=0)
     writer.close()
     return root
 
@@ -179,7 +189,7 @@ def expected_columns(records) -> list[str]:
     per_run: dict[str, dict[str, dict[str, None]]] = {}
     for r in records:
         keys = per_run.setdefault(r.run, {}).setdefault(r.tag, {})
-        keys.update(dict.fromkeys(query.flatten(r.fields)))
+        keys.update(dict.fromkeys(flatten(r.fields)))
     columns = dict.fromkeys(["run", "tag", "step", "wall_time", "level"])
     for tags in per_run.values():
         for keys in tags.values():
@@ -204,7 +214,7 @@ def test_export_csv_is_rfc4180_and_parses_back(logdir):
     rows = [dict(zip(columns, row, strict=True)) for row in table[1:]]
     assert len(rows) == len(records)
     for row, r in zip(rows, records, strict=True):
-        flat = query.flatten(r.fields)
+        flat = flatten(r.fields)
         assert (row["run"], row["tag"], row["step"], row["level"]) == (
             r.run, r.tag, str(r.step), r.level)  # fmt: skip
         assert float(row["wall_time"]) == r.wall_time
@@ -232,8 +242,10 @@ def test_export_format_follows_the_output_suffix_and_where_narrows_csv(logdir, t
     assert [(row[1], int(row[2])) for row in table[1:]] == [(r.tag, r.step) for r in keep]
 
 
-def test_export_streams_in_constant_memory(tmp_path):
-    """Peak memory with 4x the records stays put (read_records' own peak grows with them)."""
+def test_export_memory_is_bounded_by_its_budget(tmp_path, monkeypatch):
+    """Beyond its budget an export reads the files twice instead of holding the data: peak
+    memory with 4x the records stays put (read_records' own peak grows with them)."""
+    monkeypatch.setattr(export, "MEMORY_BUDGET", 1 << 20)
 
     def peak(n: int) -> tuple[int, int]:
         root = tmp_path / f"n{n}"
@@ -262,8 +274,8 @@ def test_output_file_appears_whole_or_not_at_all(logdir, tmp_path):
 ERRORS = [
     (["export", "{missing}"], 1, "tbkit export: logdir '{missing}' does not exist"),
     (["export", "{empty}"], 1, "tbkit export: no tbkit records under '{empty}'"),
-    (["export", "{logdir}", "--run", "plain"], 1,
-     "tbkit export: no tbkit records in run 'plain' under '{logdir}'"),
+    (["export", "{logdir}", "--run", "scalars"], 1,
+     "tbkit export: no tbkit records in run 'scalars' under '{logdir}'"),
     (["export", "{logdir}", "--where", "loss >"], 2,
      "tbkit export: --where: expected a value after '>' (got end of query) at 6"),
     (["export", "{logdir}", "--where", "los > 1"], 2,
@@ -352,11 +364,34 @@ def write_raw(path: Path, items, mode: str = "wb") -> None:
             f.write(frame(record_event(step, tag, fields)))
 
 
+def tensorboard_rule(items) -> dict[str, list[tuple]]:
+    """The records of ``items`` (tag, step, has metadata, file) per run by TensorBoard's rule,
+    written independently of the event layer: a tag's data wait for its first metadata, then
+    a datum at the same or a smaller step than its tag's last one pre-empts those at or above
+    its step."""
+    runs: dict[str, dict] = {}
+    in_file_order = sorted(enumerate(items), key=lambda item: item[1][3])  # files by name
+    for i, (tag, step, with_metadata, where) in in_file_order:
+        run = runs.setdefault("r1" if where < 2 else "r2", {"order": [], "tags": {}})
+        state = run["tags"].setdefault(tag, {"decided": False, "data": []})
+        state["data"].append((step, tag, i))
+        if with_metadata and not state["decided"]:
+            state["decided"] = True
+        if state["decided"]:
+            for datum in state["data"]:
+                kept = [d for d in run["order"] if d[1] != tag or d[0] < datum[0]]
+                run["order"] = [*kept, datum]
+            state["data"] = []
+    return {name: [(tag, step, {"i": i}) for step, tag, i in run["order"]]
+            for name, run in sorted(runs.items())}  # fmt: skip
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 6), st.booleans(),
                           st.integers(0, 2)), max_size=30))  # fmt: skip
-def test_stream_equals_read_records_through_restarts(items):
-    """Random step sequences with restarts, data before metadata, several files and runs."""
+def test_whole_runs_follow_tensorboards_rule_in_one_pass_or_two(items):
+    """Random step sequences with restarts, data before metadata, several files and runs: held
+    in memory or read twice (no budget), a run's records are TensorBoard's."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
@@ -366,8 +401,14 @@ def test_stream_equals_read_records_through_restarts(items):
             path.parent.mkdir(exist_ok=True)
             with open(path, "ab") as f:
                 f.write(frame(record_event(step, tag, {"i": i}, metadata=with_metadata)))
-        for run, tag in [(None, None), ("r1", None), (None, "a")]:
-            assert list(stream.records(root, run, tag)) == list(tbkit.read_records(root, run, tag))
+        want = tensorboard_rule(items)
+        for name, paths in logdirs.runs(str(root)):
+            for budget in (events.DEFAULT_BUDGET, 0):
+                run = events.scan(name, paths, events.Budget(budget))
+                assert (run.kept is None) == (budget == 0 and bool(run.counts))
+                got = [(r.tag, r.step, r.fields) for d in events.kept(run)
+                       for r in events.records(d)]  # fmt: skip
+                assert got == want[name]
 
 
 def test_csv_columns_leave_out_fields_only_pre_empted_data_had(tmp_path):
@@ -392,16 +433,18 @@ def test_csv_columns_leave_out_fields_only_pre_empted_data_had(tmp_path):
 
 
 def written_records(logdir: Path) -> list[tuple]:
-    """Every tbkit record in write order, pre-empted ones too, read with TensorBoard's loader."""
+    """Every tbkit and text record in write order, pre-empted ones too, read with TensorBoard's
+    loader."""
     out = []
-    for run, paths in tbkit.read.run_files(str(logdir)):
+    for run, paths in logdirs.runs(str(logdir)):
         for path in paths:
             for event in event_file_loader.EventFileLoader(path).Load():
                 for value in event.summary.value:
-                    if value.metadata.plugin_data.plugin_name != "tbkit":
-                        continue
-                    for raw in value.tensor.string_val:
-                        fields = json.loads(raw)
+                    plugin = value.metadata.plugin_data.plugin_name
+                    for raw in value.tensor.string_val if plugin in ("tbkit", "text") else ():
+                        fields = json.loads(raw) if plugin == "tbkit" else {
+                            "message": raw.decode(), "level": value.metadata.summary_description
+                            .removeprefix("tbkit level: ") or "info"}  # fmt: skip
                         level = fields.pop("level")
                         out.append((event.wall_time, run, value.tag, event.step, level, fields))
     return out
@@ -414,12 +457,14 @@ def tail_line(wall_time, run, tag, step, level, fields) -> str:
     return f"{stamp}.{millis:03d}  {run}  {tag}  step {step}  {level.upper():<7}  {text}"
 
 
-def test_tail_prints_every_record_as_written(logdir):
+def test_tail_prints_the_records_there_as_read_records_reads_them(logdir):
     done = run_tbkit("tail", logdir, env={**os.environ, "TZ": "UTC"})
     assert done.returncode == 0 and done.stderr == ""
-    written = written_records(logdir)
-    assert len(written) > len(list(tbkit.read_records(logdir)))  # pre-empted ones show too
-    assert done.stdout.splitlines() == [tail_line(*w) for w in written]
+    records = list(tbkit.read_records(logdir))
+    assert len(written_records(logdir)) > len(records)  # the resumed run pre-empted some
+    assert done.stdout.splitlines() == [
+        tail_line(r.wall_time, r.run, r.tag, r.step, r.level, r.fields) for r in records
+    ]
 
 
 def test_tail_lines_starts_with_the_most_recent_records(tmp_path):
@@ -474,7 +519,7 @@ def test_tail_follow_picks_up_new_records_files_and_runs(tmp_path):
 def test_following_ends_at_the_poll_where_stopped_says_so(tmp_path):
     """The CLI's Ctrl-C handler also sets a flag the loop checks after each poll: Python drops
     a KeyboardInterrupt raised inside a finalizer, and one Ctrl-C must still end tail -f."""
-    from tbkit import tail
+    from tbkit.cli import tail
 
     write_raw(tmp_path / "a" / "events.out.tfevents.1.h.1.0.v2", [(0, "t", {"n": 0})])
     checks = []
@@ -532,7 +577,7 @@ def test_stats_json_counts_every_plugin(logdir):
     train = {tag: by_tag[("exp/train", tag)] for tag in ("train", "msg", "loss", "weights")}
     assert {tag: (t["plugin"], t["events"], t["steps"]) for tag, t in train.items()} == {
         "train": ("tbkit", 8, 6),
-        "msg": ("tbkit", 4, 3),
+        "msg": ("text", 4, 3),
         "loss": ("scalars", 8, 6),
         "weights": ("histograms", 4, 3),
     }  # fmt: skip (6 + 2 resumed steps; debug every 2)
@@ -542,7 +587,7 @@ def test_stats_json_counts_every_plugin(logdir):
     for rows in (report["runs"], report["plugins"], report["tags"]):
         assert [r["bytes"] for r in rows] == sorted((r["bytes"] for r in rows), reverse=True)
     plugins = {p["plugin"]: p for p in report["plugins"]}
-    assert plugins["tbkit"]["tags"] == 3 and plugins["images"]["events"] == 4
+    assert plugins["tbkit"]["tags"] == 2 and plugins["images"]["events"] == 4
 
 
 def test_stats_table_and_damaged_files(logdir, tmp_path):
@@ -564,7 +609,7 @@ def test_stats_table_and_damaged_files(logdir, tmp_path):
     assert done.returncode == 0 and done.stderr == ""
     lines = done.stdout.splitlines()
     report = json.loads(run_tbkit("stats", logdir, "--json").stdout)
-    assert lines[0].startswith(f"{logdir}: 3 runs, ")
+    assert lines[0].startswith(f"{logdir}: 4 runs, ")
     header = lines.index(next(x for x in lines if x.startswith("run  ") and "plugin" in x))
     biggest = report["tags"][0]
     assert lines[header + 1].split()[:3] == [biggest["run"], biggest["tag"], biggest["plugin"]]
@@ -579,7 +624,7 @@ def test_export_tail_and_stats_do_not_import_tensorflow(logdir):
         BLOCK_TENSORFLOW
         + """
 import contextlib, io, sys
-from tbkit import cli
+from tbkit.cli import main as cli
 for argv in (["export", sys.argv[1], "--format", "csv", "--where", "loss > 0"],
              ["tail", sys.argv[1]], ["stats", sys.argv[1], "--json"]):
     with contextlib.redirect_stdout(io.TextIOWrapper(io.BytesIO())):

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tbkit
-from tbkit import levels
+from tbkit.data import levels
 
 
 def exact(message):

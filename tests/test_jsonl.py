@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 
 import tbkit
-from tbkit.errors import TbkitTypeError, TbkitValueError
-from tbkit.jsonl import JsonLinesHandler
-from tbkit.logbridge import SummaryHandler
+from tbkit.data.errors import TbkitTypeError, TbkitValueError
+from tbkit.integrations.jsonl import JsonLinesHandler
+from tbkit.integrations.logbridge import SummaryHandler
 
 KEYS = ["timestamp", "run", "step", "level", "logger", "message", "fields"]
 
@@ -85,7 +85,7 @@ def test_without_a_step_the_step_and_run_are_null_and_no_tensorflow_is_needed(tm
                     raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 
         sys.meta_path.insert(0, NoTensorFlow())
-        from tbkit.jsonl import JsonLinesHandler
+        from tbkit.integrations.jsonl import JsonLinesHandler
         logging.basicConfig(level=logging.INFO,
                             handlers=[JsonLinesHandler({str(tmp_path / "a.jsonl")!r})])
         for k in range(1000):
@@ -296,7 +296,7 @@ handler.close()
 
 def test_a_forked_child_writes_its_lines_with_a_thread_of_its_own(tmp_path):
     path = tmp_path / "app.jsonl"
-    setup = f"from tbkit.jsonl import JsonLinesHandler\nhandler = JsonLinesHandler({str(path)!r})"
+    setup = f"from tbkit import JsonLinesHandler\nhandler = JsonLinesHandler({str(path)!r})"
     done = subprocess.run([sys.executable, "-c", FORK.format(setup=setup)], capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr

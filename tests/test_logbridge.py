@@ -24,8 +24,8 @@ from tensorboard.util import tensor_util
 from werkzeug.datastructures import MultiDict
 
 import tbkit
-from tbkit.errors import LoggerClosedError, TbkitTypeError, TbkitValueError
-from tbkit.logbridge import SummaryHandler
+from tbkit.data.errors import LoggerClosedError, TbkitTypeError, TbkitValueError
+from tbkit.integrations.logbridge import SummaryHandler
 from tbkit_plugin.plugin import TbkitPlugin
 
 
@@ -369,7 +369,7 @@ def test_nothing_is_lost_at_interpreter_exit(tmp_path):
         f"""
         import logging, threading
         import tbkit
-        from tbkit.logbridge import SummaryHandler
+        from tbkit.integrations.logbridge import SummaryHandler
 
         log = tbkit.SummaryLogger({str(tmp_path / "a")!r}, max_queue=1000, flush_millis=10**9)
         other = tbkit.SummaryLogger({str(tmp_path / "b")!r}, max_queue=1000, flush_millis=10**9,

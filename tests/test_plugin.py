@@ -17,7 +17,8 @@ from tensorboard.plugins import base_plugin
 from werkzeug.datastructures import MultiDict
 
 import tbkit
-from tbkit import metadata
+from tbkit import metadata, query
+from tbkit.data.rows import flatten
 from tbkit_plugin import selection
 from tbkit_plugin.plugin import TbkitPlugin
 
@@ -211,7 +212,7 @@ def test_incremental_read_sees_appended_records_and_resumed_runs(tmp_path):
     log = write_run(tmp_path / "live", 30, close=False)
     log.flush()
     assert plugin.runs_impl()["runs"]["live"]["train"] == 30
-    offsets = dict(plugin.store._runs["live"].offsets)
+    offsets = plugin.store._follower.readers["live"].offsets()
     log_more = log  # the same open writer appends to the same file
 
     @log_more.train_step
@@ -223,7 +224,8 @@ def test_incremental_read_sees_appended_records_and_resumed_runs(tmp_path):
         log.step.assign_add(1)
     log.close()
     assert plugin.runs_impl()["runs"]["live"]["train"] == 45
-    assert plugin.store._runs["live"].offsets.keys() == offsets.keys()  # read on, not again
+    # read on, not again
+    assert plugin.store._follower.readers["live"].offsets().keys() == offsets.keys()
     assert records(plugin, run="live", tag="train", step_min="44")["rows"][0]["opt.lr"] == 0.5
     write_run(tmp_path / "live", 5, start=10)  # a resumed run: a new file pre-empts steps >= 10
     assert plugin.runs_impl()["runs"]["live"] == {"alert": 1, "train": 15}
@@ -322,7 +324,7 @@ def mixed_rows(mixed):
     """Every record as a flat row (built-ins win over fields of the same name), in order."""
     out = []
     for r in tbkit.read_records(mixed):
-        row = tbkit.query.flatten(r.fields)
+        row = flatten(r.fields)
         row.update(run=r.run, tag=r.tag, step=r.step, wall_time=r.wall_time, level=r.level)
         out.append(row)
     return out
@@ -379,7 +381,7 @@ def where_text(draw, depth=0):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(where_text())
 def test_vectorised_where_equals_the_python_filter(mixed_plugin, mixed_rows, text):
-    q = tbkit.query.parse(text)
+    q = query.parse(text)
     assert ids(mixed_plugin, where=text) == [row["id"] for row in mixed_rows if q(row)], text
 
 
@@ -403,7 +405,7 @@ def test_vectorised_search_equals_a_substring_of_each_export_line(mixed_plugin, 
 
 def test_filters_combine(mixed_plugin, mixed_rows):
     where = 'b > 0 or s contains "nan"'
-    q = tbkit.query.parse(where)
+    q = query.parse(where)
     expected = [row for row in mixed_rows if q(row) and row["level"] in ("info", "error")
                 and 5 <= row["step"] <= 40 and row["run"] in ("exp/a", "resumed")]  # fmt: skip
     expected.sort(key=lambda row: selection.sort_key(row["wall_time"]), reverse=True)

@@ -195,3 +195,28 @@ def test_importing_the_plugin_does_not_load_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd="/", timeout=120)  # fmt: skip
     assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
+
+
+def test_tbkit_text_shows_in_tensorboards_text_tab_and_as_a_record(tmp_path):
+    log = tbkit.SummaryLogger(str(tmp_path / "run"), every={"warning": 1})
+
+    @log.train_step
+    def step(x):
+        tbkit.text("notes", tf.strings.join(["step ", tf.strings.as_string(x)]), level="warning")
+
+    for i in range(3):
+        step(tf.constant(i))
+    log.close()
+    with tbserver.tensorboard(str(tmp_path)) as port:
+        status, _, body = get(port, "/data/plugin/text/tags")
+        assert (status, json.loads(body)) == (200, {"run": ["notes"]})
+        status, _, body = get(port, "/data/plugin/text/text", [("run", "run"), ("tag", "notes")])
+        assert status == 200
+        assert [(item["step"], "step 2" in item["text"]) for item in json.loads(body)][-1] == (
+            2, True)  # fmt: skip
+        deadline = time.monotonic() + 60  # a guard against hanging, not a timing
+        while not (page := get_json(port, "/records"))["complete"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert [(row["tag"], row["step"], row["level"], row["message"]) for row in page["rows"]] \
+            == [("notes", i, "warning", f"step {i}") for i in range(3)]  # fmt: skip

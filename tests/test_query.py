@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tbkit import query
-from tbkit.errors import TbkitTypeError, TbkitValueError
-from tbkit.levels import LEVELS
-from tbkit.query import QueryError, flatten, parse
+from tbkit.data.errors import TbkitTypeError, TbkitValueError
+from tbkit.data.levels import LEVELS
+from tbkit.data.rows import flatten
+from tbkit.query import QueryError, parse
 from tbkit.read import Record
 
 OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,

@@ -20,7 +20,7 @@ from tensorboard.compat.proto import summary_pb2
 
 import tbkit
 from tbkit import metadata
-from tbkit.errors import DataLossWarning, TbkitTypeError
+from tbkit.data.errors import DataLossWarning, TbkitTypeError
 from tbkit.read import Record, read_records, to_pandas
 
 
@@ -145,7 +145,6 @@ def test_reads_what_tensorflow_wrote_and_agrees_with_tensorboard(tmp_path):
 def test_other_summaries_are_ignored(tmp_path):
     writer = tf.summary.create_file_writer(str(tmp_path))
     with writer.as_default():
-        tf.summary.text("notes", tf.constant(['{"level": "info"}']), step=0)
         tf.summary.scalar("loss", 1.0, step=0)
         tf.summary.histogram("w", tf.constant([1.0, 2.0]), step=0)
         tf.summary.write("raw", tf.constant(['{"level": "info"}']), step=0)  # no metadata
@@ -158,7 +157,7 @@ def test_runs_nested_sorted_and_filtered(tmp_path):
     for run, marker in layout.items():
         write_events(
             tmp_path / run,
-            [("x", 0, [{"level": "info", "run": marker}]), ("y", 1, [{"level": "info"}])],
+            [("x", 0, [{"level": "info", "marker": marker}]), ("y", 1, [{"level": "info"}])],
         )
     (tmp_path / "empty" / "deeper").mkdir(parents=True)
     (tmp_path / "a" / "notes.txt").write_text("not an event file")
@@ -168,14 +167,14 @@ def test_runs_nested_sorted_and_filtered(tmp_path):
         ("a/eval", "x"), ("a/eval", "y"), ("b/train", "x"), ("b/train", "y"),
     ]  # fmt: skip
     assert [r.fields for r in records if r.tag == "x"] == [
-        {"run": "root"}, {"run": "a"}, {"run": "ae"}, {"run": "bt"}
+        {"marker": "root"}, {"marker": "a"}, {"marker": "ae"}, {"marker": "bt"}
     ]  # fmt: skip
     assert rows(read_quietly(tmp_path, run="a")) == [
-        ("a", "x", 0, "info", {"run": "a"}), ("a", "y", 1, "info", {})
+        ("a", "x", 0, "info", {"marker": "a"}), ("a", "y", 1, "info", {})
     ]  # fmt: skip
     assert [r.run for r in read_quietly(tmp_path, tag="y")] == [".", "a", "a/eval", "b/train"]
     assert rows(read_quietly(tmp_path / "b", run="train", tag="x")) == [
-        ("train", "x", 0, "info", {"run": "bt"})
+        ("train", "x", 0, "info", {"marker": "bt"})
     ]
     assert read_quietly(tmp_path, run="a/", tag="x") == []
     assert read_quietly(tmp_path, run="b") == []
@@ -191,7 +190,7 @@ def test_missing_logdir_and_bad_filters(tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(FileNotFoundError) as info:
         read_records(missing)  # raised at the call, not at the first next()
-    assert str(info.value) == f"tbkit: logdir {str(missing)!r} does not exist."
+    assert str(info.value) == f"logdir {str(missing)!r} does not exist"
     (tmp_path / "file").write_text("")
     with pytest.raises(NotADirectoryError, match="is not a directory"):
         read_records(tmp_path / "file")

@@ -19,8 +19,8 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tbkit import records
-from tbkit.errors import TbkitTypeError, TbkitValueError
+from tbkit.data.errors import TbkitTypeError, TbkitValueError
+from tbkit.summary import records
 
 FAST = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from tbkit import query
+from tbkit.data.rows import NON_FINITE, flatten
 
 MISSING, NULL, INT, FLOAT, NFSTR, STR, BOOL, ARRAY, OBJECT = range(9)
 NUMERIC = (INT, FLOAT, NFSTR)  # kinds the filter language compares as numbers
 TEXTUAL = (NFSTR, STR, ARRAY, OBJECT)  # kinds with a code into the column's texts
 INT53 = 2**53
-NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
@@ -198,7 +197,7 @@ def add_chunk(columns: dict[str, Column], base: int, records: list[dict], series
         if nested:  # flatten these records and group them again by their flat names
             regroup: dict[tuple, list[int]] = {}
             for i in rows:
-                records[i] = flat = query.flatten(records[i])
+                records[i] = flat = flatten(records[i])
                 regroup.setdefault((sid, tuple(flat)), []).append(i)
             todo += [(key, sub) for key, sub in regroup.items() if key[1] != names]
             if (sid, names) not in regroup:

@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
 
 import numpy as np
 
-from tbkit import query
-from tbkit.levels import LEVELS
+from tbkit.data import query
+from tbkit.data.levels import LEVELS, RANK
 from tbkit_plugin import columns as col
 from tbkit_plugin.store import Store
 
-_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-        ">": operator.gt, ">=": operator.ge}  # fmt: skip
-_LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 _TEXTUAL = np.array(col.TEXTUAL, np.uint8)
 _NUMERIC = np.array(col.NUMERIC, np.uint8)
 
@@ -99,10 +95,10 @@ def where_mask(store: Store, tree: query.Node, arrays: dict[str, np.ndarray]) ->
 
 
 def _compare(f: Field, node: query.Compare) -> np.ndarray:
-    op, lit, cmp = node.op, node.value, _OPS[node.op]
+    op, lit, cmp = node.op, node.value, query.OPERATORS[node.op]
     if node.field == "level":
         ok = [code for code, name in enumerate(LEVELS)
-              if cmp(_LEVEL_RANK[name], _LEVEL_RANK[lit])]  # fmt: skip
+              if cmp(RANK[name], RANK[lit])]  # fmt: skip
         return np.isin(f.code, ok)
     kind = f.kind
     if lit is None:

@@ -15,7 +15,7 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tbkit import metadata
+from tbkit.data import metadata
 from tbkit_plugin import selection
 from tbkit_plugin import store as store_mod
 

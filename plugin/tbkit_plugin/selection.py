@@ -7,10 +7,8 @@ parameter named, which the routes turn into 400/404 answers.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,16 +16,14 @@ from typing import Any
 import numpy as np
 from tensorboard import errors
 
-from tbkit import query
-from tbkit.export import cell
-from tbkit.levels import LEVELS
+from tbkit.data import query, rows
+from tbkit.data.levels import LEVELS
 from tbkit_plugin import evaluate
 from tbkit_plugin import store as store_mod
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 _INT53 = 2**53
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 class BadParameter(errors.InvalidArgumentError):
@@ -164,8 +160,8 @@ def sort_key(value: Any) -> tuple:
     """The reference sort key: numbers (with "NaN"-like strings) < NaN < strings < bools <
     arrays and objects. :func:`tbkit_plugin.evaluate.sort_rows` sorts as a stable sort on it
     does, rows without a value last."""
-    if isinstance(value, str) and value in _NON_FINITE:
-        value = _NON_FINITE[value]
+    if isinstance(value, str) and value in rows.NON_FINITE:
+        value = rows.NON_FINITE[value]
     if isinstance(value, bool):
         return (3, value)
     if isinstance(value, int | float):
@@ -189,16 +185,16 @@ def browser_safe(value: Any) -> Any:
 EXPORT_BATCH = 5000  # rows read per step of an export
 
 
-def export_jsonl(store: store_mod.Store, rows: np.ndarray) -> Iterator[bytes]:
-    """The rows' JSON Lines text, in batches."""
-    for i in range(0, len(rows), EXPORT_BATCH):
-        yield b"".join(line + b"\n" for line in store.lines(rows[i : i + EXPORT_BATCH]))
+def export_jsonl(store: store_mod.Store, ids: np.ndarray) -> Iterator[bytes]:
+    """The rows' JSON lines (:func:`tbkit.data.rows.json_line`), in batches."""
+    for i in range(0, len(ids), EXPORT_BATCH):
+        yield b"".join(line + b"\n" for line in store.lines(ids[i : i + EXPORT_BATCH]))
 
 
-def export_csv(store: store_mod.Store, rows: np.ndarray, columns: list[str]) -> Iterator[bytes]:
-    """CSV with a header row; null and missing are empty, arrays/objects/bools are JSON text."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+def export_csv(store: store_mod.Store, ids: np.ndarray, columns: list[str]) -> Iterator[bytes]:
+    """CSV with a header row, in tbkit's one dialect and cell format (:mod:`tbkit.data.rows`)."""
+    buffer = io.StringIO(newline="")
+    writer = rows.csv_writer(buffer)
 
     def flush() -> bytes:
         text = buffer.getvalue()
@@ -208,7 +204,7 @@ def export_csv(store: store_mod.Store, rows: np.ndarray, columns: list[str]) -> 
 
     writer.writerow(columns)
     yield flush()
-    for i in range(0, len(rows), EXPORT_BATCH):
-        for row in store.flat_rows(rows[i : i + EXPORT_BATCH]):
-            writer.writerow([cell(row.get(c)) for c in columns])
+    for i in range(0, len(ids), EXPORT_BATCH):
+        for row in store.flat_rows(ids[i : i + EXPORT_BATCH]):
+            writer.writerow([rows.cell(row.get(c)) for c in columns])
         yield flush()

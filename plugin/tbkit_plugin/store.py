@@ -1,100 +1,65 @@
-"""An incremental, columnar index of every tbkit record under a logdir, read from event files.
+"""An incremental, columnar index of every tbkit record under a logdir.
 
 TensorBoard's data provider samples a custom tensor plugin's data (100 per tag by default), so
-the plugin reads the event files itself, with ``tbkit.read``'s layers and semantics: runs named
-as TensorBoard names them (nested folders too), a tag is tbkit's if its first metadata says so,
-a newer schema version is skipped with one warning, and a datum at the same or a smaller step
-than the last one of its tag pre-empts the earlier data of that tag at that step or later.
+the plugin reads the event files itself, through tbkit's event layer
+(:class:`tbkit.data.events.Follower`): the same runs, tags, damage handling and text summaries
+as ``read_records``. The event layer marks a datum that writes a step of its tag again; the
+store then marks the tag's rows at that step or later dead (TensorBoard's pre-emption).
 
 Layout, for a million records in a few hundred MiB: one row per record in numpy arrays (series
 = (run, tag), step, wall time, level, write order, alive), one :class:`~tbkit_plugin.columns.Column`
-per flattened field, and the record's JSON Lines export text in one bytes buffer per chunk (what
-pages, exports and free-text search read). Rows are appended in chunks; pre-empted rows are
-marked dead, not removed.
+per flattened field, and the record's JSON line (:func:`tbkit.data.rows.json_line`, the byte
+form every reader shares) in one bytes buffer per chunk (what pages, exports and free-text
+search read). Rows are appended in chunks; pre-empted rows are marked dead, not removed.
 
-Each file's byte offset is remembered, so a refresh reads only what was appended since. With
-``background=True`` a thread keeps reading, chunk by chunk, and queries see every committed
-chunk at once: the first page is served long before a large logdir is read to its end
-(:attr:`Store.complete` says whether it is).
+The event layer remembers each file's byte offset, so a refresh reads only what was appended
+since. With ``background=True`` a thread keeps reading, chunk by chunk, and queries see every
+committed chunk at once: the first page is served long before a large logdir is read to its
+end (:attr:`Store.complete` says whether it is).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from google.protobuf.message import DecodeError
-from tensorboard.compat.proto import event_pb2, types_pb2
 
-from tbkit import query, read
-from tbkit.errors import DataLossWarning
-from tbkit.levels import LEVELS
+from tbkit.data import events
+from tbkit.data.levels import LEVELS, RANK
+from tbkit.data.metadata import BUILTIN_FIELDS
+from tbkit.data.rows import Record, flatten, json_line
 from tbkit_plugin import columns as col
 
-BUILTIN_COLUMNS = ("run", "tag", "step", "wall_time", "level")
-_BUILTINS = frozenset(BUILTIN_COLUMNS)
+_BUILTINS = frozenset(BUILTIN_FIELDS)
 _BUILTIN_TYPES = {"run": "string", "tag": "string", "step": "number", "wall_time": "number",
                   "level": "string"}  # fmt: skip
-_LEVEL_CODE = {name: code for code, name in enumerate(LEVELS)}
-_FRAME_OVERHEAD = 16  # length (8) + its CRC (4) before the data, the data's CRC (4) after it
 _FIRST_CHUNK, _MAX_CHUNK = 2_000, 50_000  # records per commit: small first, for a fast page
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not strict JSON")
-
-
-# The strict decoder of tbkit.read, called through its scanner: json.loads without the layers.
-_SCAN = json.JSONDecoder(parse_constant=_reject_constant).scan_once
 _log = logging.getLogger(__name__)
 
 
 @dataclass
 class Series:
-    """One (run, tag): its decision, counts and the kinds seen per field (first-seen order)."""
+    """One (run, tag) with records: its counts and the kinds seen per field (first-seen order)."""
 
     run: int
     tag: str
-    version: int | None = None  # None until metadata is seen; read.NOT_OURS if not tbkit's
     count: int = 0  # alive rows
     kinds: dict[str, np.ndarray] = field(default_factory=dict)  # field → count per kind
-    queued: list = field(default_factory=list)  # live data waiting for the next commit
-    # Loader-private state:
-    waiting: list[_Datum] = field(default_factory=list)  # data seen before the metadata
-    last_step: int | None = None  # step of the newest datum taken
+    queued: list[events.Datum] = field(default_factory=list)  # live data waiting for a commit
     committed_top: int | None = None  # bound on the steps of its committed alive rows
-    bad: int = 0
-
-    @property
-    def ours(self) -> bool:
-        return self.version not in (None, read.NOT_OURS)
-
-
-class _Datum:
-    """One string tensor of a series at a step, queued for the next commit."""
-
-    __slots__ = ("sid", "step", "wall_time", "seq", "raws", "dead")
-
-    def __init__(self, sid: int, step: int, wall_time: float, seq: int, raws: list[bytes]):
-        self.sid, self.step, self.wall_time, self.seq, self.raws = sid, step, wall_time, seq, raws
-        self.dead = False
 
 
 @dataclass
 class _Run:
     id: int
     name: str
-    offsets: dict[str, int] = field(default_factory=dict)  # event file path → bytes read
-    tags: dict[str, int] = field(default_factory=dict)  # tag → series id, first-seen order
-    seq: int = 0
+    tags: dict[str, int] = field(default_factory=dict)  # tag → series id, first-written order
 
 
 def column_type(counts: np.ndarray) -> str:
@@ -129,6 +94,7 @@ class Store:
         self.complete = False  #: whether the last look read every file to its end
         self.generation = 0  #: bumped by every change of the rows
         self.order_cache: Any = None  # (key, row order), kept by tbkit_plugin.selection
+        self._follower = events.Follower(logdir)
         self._runs: dict[str, _Run] = {}
         self.run_names: list[str] = []  # run id → name
         self.series: list[Series] = []
@@ -142,7 +108,7 @@ class Store:
         self._alive = col.Growable(np.bool_)
         self._chunks: list[tuple[bytes, np.ndarray]] = []  # (lines, offset of each line + end)
         self._chunk_base = col.Growable(np.int64)
-        self._pending: list[_Datum] = []
+        self._pending: list[tuple[int, events.Datum]] = []  # (series id, datum)
         self._pending_records = 0
         self._chunk_size = _FIRST_CHUNK
         self._last_refresh = -float("inf")
@@ -176,89 +142,45 @@ class Store:
 
     def load(self) -> None:
         """Read every file to its end, committing a chunk whenever enough records wait."""
-        for name, paths in read.run_files(self.logdir) if self.logdir else ():
-            run = self._runs.get(name)
-            if run is None:
-                with self.lock:
-                    run = self._runs[name] = _Run(len(self.run_names), name)
-                    self.run_names.append(name)
-            for path in paths:
-                self._read_file(run, path)
+        if not self.logdir:
+            return
+        for datum in self._follower.poll():
+            self.complete = False
+            self._take(datum)
+            if self._pending_records >= self._chunk_size:
+                self._commit()
         self._commit()
         self.complete = True
 
-    def _read_file(self, run: _Run, path: str) -> None:
-        start = run.offsets.get(path, 0)
-        try:
-            if os.path.getsize(path) <= start:
-                return
-        except OSError:
-            return
-        self.complete = False
-        parse, tags, string = event_pb2.Event.FromString, run.tags, types_pb2.DT_STRING
-        for offset, data in read.iter_frames(path, start):
-            run.offsets[path] = offset + _FRAME_OVERHEAD + len(data)
-            try:
-                event = parse(data)
-            except DecodeError:
-                warnings.warn(f"tbkit: skipped a record that is not an Event in {path} at byte "
-                              f"offset {offset}.", DataLossWarning, stacklevel=2)  # fmt: skip
-                continue
-            for value in event.summary.value:
-                sid = tags.get(value.tag)
-                if sid is None:
-                    sid = tags[value.tag] = len(self.series)
-                    self.series.append(Series(run.id, value.tag))
-                series = self.series[sid]
-                if series.version is None:
-                    if not self._decide(run, sid, series, value):
-                        continue
-                elif series.version == read.NOT_OURS:
-                    continue
-                tensor = value.tensor
-                if tensor.dtype != string:
-                    continue
-                datum = _Datum(sid, event.step, event.wall_time, run.seq, list(tensor.string_val))
-                run.seq += 1
-                if series.version is None:  # no metadata yet: wait, pre-empting as we go
-                    while series.waiting and series.waiting[-1].step >= datum.step:
-                        series.waiting.pop()
-                    series.waiting.append(datum)
-                elif series.last_step is None or datum.step > series.last_step:
-                    series.last_step = datum.step  # the common case of _take, inline
-                    series.queued.append(datum)
-                    self._pending.append(datum)
-                    self._pending_records += len(datum.raws)
-                else:
-                    self._take(series, datum)
-            if self._pending_records >= self._chunk_size:
-                self._commit()
+    def _series_id(self, datum: events.Datum) -> int:
+        """The store's id of a datum's (run, tag), made on its first datum."""
+        of = datum.series
+        run = self._runs.get(of.run)
+        if run is None:
+            with self.lock:
+                run = self._runs[of.run] = _Run(len(self.run_names), of.run)
+                self.run_names.append(of.run)
+        sid = run.tags.get(of.tag)
+        if sid is None:
+            with self.lock:
+                sid = run.tags[of.tag] = len(self.series)
+                self.series.append(Series(run.id, of.tag))
+        return sid
 
-    def _decide(self, run: _Run, sid: int, series: Series, value: Any) -> bool:
-        """Settle a series' version from its first metadata; False if it is not tbkit's."""
-        if not value.metadata.plugin_data.plugin_name:
-            return True  # still undecided: the caller keeps the datum waiting
-        series.version = read.schema_version_of(run.name, value.tag, value.metadata)
-        waiting, series.waiting = series.waiting, []
-        if series.version == read.NOT_OURS:
-            return False
-        for datum in waiting:
-            self._take(series, datum)
-        return True
-
-    def _take(self, series: Series, datum: _Datum) -> None:
-        """Queue a datum for the next commit, applying TensorBoard's pre-emption first."""
-        if series.last_step is not None and datum.step <= series.last_step:
+    def _take(self, datum: events.Datum) -> None:
+        """Queue a datum for the next commit; a restart first kills what it pre-empts."""
+        sid = self._series_id(datum)
+        series = self.series[sid]
+        if datum.restart:
             queued = series.queued  # this series' live queued data, oldest first
             while queued and queued[-1].step >= datum.step:
-                queued.pop().dead = True
+                queued.pop()
             if series.committed_top is not None and series.committed_top >= datum.step:
-                self._kill(datum.sid, datum.step)
+                self._kill(sid, datum.step)
                 series.committed_top = datum.step - 1
-        series.last_step = datum.step
         series.queued.append(datum)
-        self._pending.append(datum)
-        self._pending_records += len(datum.raws)
+        self._pending.append((sid, datum))
+        self._pending_records += len(datum.values)
 
     def _kill(self, sid: int, step: int) -> None:
         """Mark the committed rows of a series at ``step`` or later dead (a resumed run)."""
@@ -267,10 +189,10 @@ class Store:
             self._alive.view()[dead] = False
             series = self.series[sid]
             series.count -= int(dead.sum())
-            rows = np.flatnonzero(dead)
+            dead_rows = np.flatnonzero(dead)
             for name in list(series.kinds):  # the schema forgets what only dead rows held
                 kinds = self.columns[name].kind.view()
-                held = kinds[rows[rows < len(kinds)]]
+                held = kinds[dead_rows[dead_rows < len(kinds)]]
                 left = series.kinds[name] - np.bincount(held, minlength=len(series.kinds[name]))
                 left[col.MISSING] = 0
                 if left.any():
@@ -279,73 +201,34 @@ class Store:
                     del series.kinds[name]
             self.generation += 1
 
-    def _decode(self, datum: _Datum, series: Series) -> Iterator[tuple[dict, str, bytes]]:
-        """The datum's (fields, level, object text) triples; warns about a series' first bad
-        object only."""
-        for raw in datum.raws:
-            try:
-                raw = raw.strip(b" \t\n\r")
-                text = raw.decode("utf-8")
-                try:
-                    fields, end = _SCAN(text, 0)
-                except StopIteration:
-                    raise ValueError("Expecting value") from None
-                if end != len(text):
-                    raise ValueError(f"Extra data: line 1 column {end + 1} (char {end})")
-                if not isinstance(fields, dict):
-                    raise ValueError(f"not a JSON object: {raw[:80]!r}")
-                level = fields.pop("level", None)
-                if level not in _LEVEL_CODE:
-                    raise ValueError(f"'level' is {level!r}, not one of {LEVELS}")
-            except ValueError as e:  # includes UnicodeDecodeError
-                series.bad += 1
-                if series.bad == 1:
-                    run = self.run_names[series.run]
-                    warnings.warn(f"tbkit: skipped an object that does not parse in run {run!r} "
-                                  f"tag {series.tag!r} step {datum.step}: {e}", DataLossWarning,
-                                  stacklevel=2)  # fmt: skip
-                continue
-            if b"\n" in raw or b"\r" in raw:  # whitespace between tokens: keep lines whole
-                raw = col.COMPACT.encode({**fields, "level": level}).encode("utf-8")
-            yield fields, level, raw
-
     def _commit(self) -> None:
-        """Decode the queued data and append it to the arrays as one chunk.
-
-        A record's line (its JSON Lines export text) is ``{"run":…,"tag":…,"step":…,
-        "wall_time":…,`` followed by its object as written, after the opening brace."""
-        pending = [d for d in self._pending if not d.dead]
+        """Decode the queued data and append them to the arrays as one chunk."""
+        live = {id(datum) for series in self.series for datum in series.queued}
+        pending = [(sid, d) for sid, d in self._pending if id(d) in live]
         self._pending, self._pending_records = [], 0
         for series in self.series:
             series.queued.clear()
         self._chunk_size = min(self._chunk_size * 2, _MAX_CHUNK)
         levels, lines, records, counts = [], [], [], []
-        encode, heads = col.COMPACT.encode, {}
-        for datum in pending:
-            series = self.series[datum.sid]
-            head = heads.get(datum.sid)
-            if head is None:
-                run = self.run_names[series.run]
-                head = heads[datum.sid] = f'{{"run":{encode(run)},"tag":{encode(series.tag)},'
-            wall = datum.wall_time
-            wall_text = repr(wall) if wall - wall == 0 else encode(wall)
-            prefix = f'{head}"step":{datum.step},"wall_time":{wall_text},'.encode()
-            n = len(records)
-            for fields, level, raw in self._decode(datum, series):
+        line = json_line
+        for _, datum in pending:
+            of, n = datum.series, len(records)
+            for level, fields in events.objects(datum):
                 records.append(fields)
                 levels.append(level)
-                lines.append(prefix + raw[1:])
+                lines.append(line(Record(of.run, of.tag, datum.step, datum.wall_time, level,
+                                         fields)).encode("utf-8"))  # fmt: skip
             counts.append(len(records) - n)
         if not records:
             return
         buffer = b"\n".join(lines)
         starts = np.zeros(len(lines) + 1, np.int64)
         np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines)) + 1, out=starts[1:])
-        sid_array = np.repeat(np.array([d.sid for d in pending], np.int32), counts)
-        steps = np.repeat(np.array([d.step for d in pending], np.int64), counts)
-        walls = np.repeat(np.array([d.wall_time for d in pending], np.float64), counts)
-        seqs = np.repeat(np.array([d.seq for d in pending], np.int64), counts)
-        level_codes = np.fromiter(map(_LEVEL_CODE.__getitem__, levels), np.uint8, len(levels))
+        sid_array = np.repeat(np.array([sid for sid, _ in pending], np.int32), counts)
+        steps = np.repeat(np.array([d.step for _, d in pending], np.int64), counts)
+        walls = np.repeat(np.array([d.wall_time for _, d in pending], np.float64), counts)
+        seqs = np.repeat(np.array([d.seq for _, d in pending], np.int64), counts)
+        level_codes = np.fromiter(map(RANK.__getitem__, levels), np.uint8, len(levels))
         with self.lock:
             base = self.n
             counts = col.add_chunk(self.columns, base, records, sid_array, _BUILTINS)
@@ -367,8 +250,8 @@ class Store:
                         series.kinds[name] = kinds
             for sid, k in zip(*np.unique(sid_array, return_counts=True), strict=True):
                 self.series[sid].count += int(k)
-            for datum in pending:
-                series = self.series[datum.sid]
+            for sid, datum in pending:
+                series = self.series[sid]
                 if series.committed_top is None or datum.step > series.committed_top:
                     series.committed_top = datum.step
             self.generation += 1
@@ -379,7 +262,7 @@ class Store:
         """Run → tag → record count, for the tbkit tags that hold records."""
         out: dict[str, dict[str, int]] = {}
         for series in list(self.series):
-            if series.ours and series.count:
+            if series.count:
                 out.setdefault(self.run_names[series.run], {})[series.tag] = series.count
         return {run: dict(sorted(tags.items())) for run, tags in sorted(out.items())}
 
@@ -388,7 +271,7 @@ class Store:
         out = []
         for name in runs:
             for tag, sid in list(self._runs[name].tags.items()):
-                if self.series[sid].ours and (tags is None or tag in tags):
+                if tags is None or tag in tags:
                     out.append(sid)
         return out
 
@@ -399,7 +282,7 @@ class Store:
         for sid in self.series_of(runs, tags):
             for name, kinds in list(self.series[sid].kinds.items()):
                 merged[name] = merged[name] + kinds if name in merged else kinds
-        out = [{"name": n, "type": _BUILTIN_TYPES[n]} for n in BUILTIN_COLUMNS]
+        out = [{"name": n, "type": _BUILTIN_TYPES[n]} for n in BUILTIN_FIELDS]
         return out + [{"name": n, "type": column_type(k)} for n, k in merged.items()]
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -445,10 +328,8 @@ class Store:
             row = {"run": self.run_names[series.run], "tag": series.tag, "step": steps[i],
                    "wall_time": walls[i], "level": LEVELS[levels[i]]}  # fmt: skip
             obj = json.loads(line)
-            for name in BUILTIN_COLUMNS:
+            for name in BUILTIN_FIELDS:
                 del obj[name]
-            for name, value in query.flatten(obj).items():
-                if name not in _BUILTINS:
-                    row[name] = value
+            row.update(flatten(obj))
             out.append(row)
         return out

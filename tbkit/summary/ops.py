@@ -17,9 +17,10 @@ import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-from tbkit import context, distribute, levels, metadata, records
-from tbkit.errors import NoActiveLoggerError, TbkitTypeError, TbkitValueError, expected
-from tbkit.summary_pb import DEFAULT_BUCKETS
+from tbkit.data import levels, metadata
+from tbkit.data.errors import NoActiveLoggerError, TbkitTypeError, TbkitValueError, expected
+from tbkit.summary import context, distribute, records, schedule
+from tbkit.summary.summary_pb import DEFAULT_BUCKETS
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -43,7 +44,7 @@ class Pending:
     op: str
     tag: str
     level: int
-    schedule: levels.Schedule | None
+    schedule: schedule.Schedule | None
     when: tf.Tensor | None
     build: Callable[[], tf.Tensor]
     metadata: Any
@@ -94,7 +95,7 @@ def _submit(
             "`with log.as_default():`."
         )
     rank = levels.level_index(level)
-    schedule = None if every is None else levels.as_schedule(every)
+    own = None if every is None else schedule.as_schedule(every)
     if when is not None:
         if every is not None:
             raise TbkitValueError(
@@ -102,7 +103,7 @@ def _submit(
                 "interval."
             )
         when = _as_condition(op, name, when)
-    pending = Pending(op, name, rank, schedule, when, rebind(inputs), md, inputs, rebind, labels)
+    pending = Pending(op, name, rank, own, when, rebind(inputs), md, inputs, rebind, labels)
     for each in distribute.replicate(pending, reduce):
         target.submit(each)
 
@@ -145,7 +146,7 @@ def scalar(
     data: Any,
     *,
     level: str = "info",
-    every: int | levels.Schedule | None = None,
+    every: int | schedule.Schedule | None = None,
     when: Any = None,
     description: str = "",
     reduce: str | None = None,
@@ -185,7 +186,7 @@ def histogram(
     *,
     buckets: int = DEFAULT_BUCKETS,
     level: str = "debug",
-    every: int | levels.Schedule | None = None,
+    every: int | schedule.Schedule | None = None,
     when: Any = None,
     description: str = "",
 ) -> None:
@@ -244,7 +245,7 @@ def record(
     value: Any,
     *,
     level: str = "info",
-    every: int | levels.Schedule | None = None,
+    every: int | schedule.Schedule | None = None,
     when: Any = None,
     reduce: str | None = None,
 ) -> None:
@@ -286,8 +287,35 @@ def text(
     message: Any,
     *,
     level: str = "info",
-    every: int | levels.Schedule | None = None,
+    every: int | schedule.Schedule | None = None,
     when: Any = None,
+    description: str = "",
 ) -> None:
-    """Log a plain message: a record with the single field ``message``."""
-    record(name, {"message": message}, level=level, every=every, when=when)
+    """Log a plain message as a TensorBoard text summary.
+
+    TensorBoard's Text tab shows it (as Markdown); tbkit's readers and tab show it as a record
+    with the single field ``message`` at ``level``, which the summary's description marks
+    (:func:`tbkit.data.metadata.create_text_metadata`).
+
+    Args:
+        name: the tag.
+        message: a scalar string tensor or a str. Format numbers first
+            (``tf.strings.as_string``), or log them with :func:`record`.
+        level, every, when: as for :func:`scalar`.
+        description: shown in TensorBoard with the tag, after the level mark.
+    """
+    if not isinstance(name, str) or not name:
+        raise TbkitTypeError(expected("name", "a non-empty str", name))
+    level_name = levels.LEVELS[levels.level_index(level)]
+    value = message if isinstance(message, tf.Variable) else tf.convert_to_tensor(message)
+    if value.dtype != tf.string or value.shape.rank != 0:
+        raise TbkitTypeError(
+            f"tbkit.text({name!r}) needs a scalar string (got dtype {value.dtype.name} and shape "
+            f"{value.shape}): format a number with tf.strings.as_string, or log a record."
+        )
+    md = metadata.create_text_metadata(level_name, description)
+    _submit("text", name, level, every, when, (value,), _text_build, md)
+
+
+def _text_build(inputs: tuple) -> Callable[[], tf.Tensor]:
+    return lambda: tf.identity(inputs[0])  # reads a variable only when recorded

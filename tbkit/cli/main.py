@@ -23,7 +23,7 @@ from typing import TextIO
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from tbkit import demo
+    from tbkit.cli import demo
 
     run = demo.train(args.logdir, args.steps)
     print(f"tbkit demo: {args.steps} steps logged to {run}", flush=True)
@@ -114,7 +114,8 @@ def _progress_bars(show: bool):
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tbkit import export, query
+    from tbkit.cli import export
+    from tbkit.data import query
 
     fmt = args.format or ("csv" if (args.output or "").lower().endswith(".csv") else "jsonl")
     to_terminal = args.output is None and sys.stdout.isatty()
@@ -159,7 +160,7 @@ def _interruptible() -> Iterator[threading.Event]:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from tbkit import tail
+    from tbkit.cli import tail
 
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     with _utf8_stdout() as out, _interruptible() as interrupted:
@@ -174,7 +175,7 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from tbkit import stats
+    from tbkit.cli import stats
 
     report = stats.collect(args.logdir)
     if report["files"] == 0:

@@ -15,9 +15,9 @@ import os
 import time
 from typing import Any
 
-from tbkit import logrecord
-from tbkit.errors import TbkitTypeError, TbkitValueError, expected
-from tbkit.logqueue import QueuedHandler
+from tbkit.data.errors import TbkitTypeError, TbkitValueError, expected
+from tbkit.integrations import logrecord
+from tbkit.integrations.logqueue import QueuedHandler
 
 
 def _count(arg: str, value: Any) -> int:
@@ -74,7 +74,9 @@ class JsonLinesHandler(QueuedHandler):
             )
         self._read_step = None
         if step is not None:
-            from tbkit.logbridge import step_reader  # the step is a variable: TensorFlow
+            from tbkit.integrations.logbridge import (
+                step_reader,  # the step is a variable: TensorFlow
+            )
 
             self._read_step = step_reader(step)
         self._path = os.path.abspath(os.fspath(path))  # the program may chdir later

@@ -22,11 +22,12 @@ from typing import Any
 
 import tensorflow as tf
 
-from tbkit import logrecord, metadata
-from tbkit.errors import TbkitTypeError, TbkitValueError, expected
-from tbkit.logger import SummaryLogger, _step_variable
-from tbkit.logqueue import QueuedHandler
-from tbkit.writer import UnflushedWriter
+from tbkit.data import metadata
+from tbkit.data.errors import TbkitTypeError, TbkitValueError, expected
+from tbkit.integrations import logrecord
+from tbkit.integrations.logqueue import QueuedHandler
+from tbkit.summary.logger import SummaryLogger, _step_variable
+from tbkit.summary.writer import UnflushedWriter
 
 #: The tag of the log lines unless ``tag=`` says otherwise.
 DEFAULT_TAG = "log"

@@ -15,8 +15,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from tbkit import jsonenc
-from tbkit.levels import LEVELS
+from tbkit.data.levels import LEVELS
+from tbkit.summary import jsonenc
 
 #: Attributes every ``LogRecord`` has (and those formatters add): anything else came from
 #: ``extra=`` or a filter, and is written under ``"fields"``.

@@ -19,9 +19,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from tbkit import distribute, ops
-from tbkit.errors import TbkitValueError
-from tbkit.step import StepCollector, _inside_loop
+from tbkit.data.errors import TbkitValueError
+from tbkit.summary import distribute, ops
+from tbkit.summary.collector import StepCollector, _inside_loop
 
 _KEEP, _CONSTANT, _CARRY = "keep", "constant", "carry"
 

@@ -1,7 +1,8 @@
 """``tbkit stats``: where a logdir's bytes go — per run, per plugin and per tag, largest first.
 
 Every event is counted, not only tbkit's: scalars, histograms, images, text, graphs, records.
-Events are parsed with TensorBoard's protos, no TensorFlow. A frame's bytes (its data plus the
+Frames come from the event layer's :class:`~tbkit.data.frames.FrameReader` and are parsed
+with TensorBoard's protos, no TensorFlow. A frame's bytes (its data plus the
 16 bytes of TFRecord framing) go to its summary values: each value its own encoded size plus an
 equal share of the rest of the event. An event without a summary counts under a pseudo-tag named
 for its kind, e.g. ``(graph_def)``. Bytes no intact record covers (damage, or a last record
@@ -20,7 +21,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
-from tbkit import stream
+from tbkit.data import frames
+from tbkit.data import logdir as _logdir
 
 _VALUE_PLUGINS = {"simple_value": "scalars", "histo": "histograms", "image": "images",
                   "audio": "audio", "obsolete_old_style_histogram": "histograms"}  # fmt: skip
@@ -80,10 +82,10 @@ def scan_run(name: str, paths: Iterable[str]) -> RunStats:
     """Tally one run's event files."""
     run = RunStats(name)
     for path in paths:
-        size, covered = stream.file_size(path), 0
+        size, covered = _logdir.size(path), 0
         run.files += 1
-        for _, data in stream.frames(path, size):
-            nbytes = stream.FRAME_OVERHEAD + len(data)
+        for _, data in frames.FrameReader(path).read(size):
+            nbytes = frames.OVERHEAD + len(data)
             covered += nbytes
             try:
                 event = event_pb2.Event.FromString(data)
@@ -116,7 +118,7 @@ def collect(logdir: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         FileNotFoundError, NotADirectoryError: ``logdir`` is missing or not a directory.
     """
-    runs = [scan_run(name, paths) for name, paths in stream.logdir_runs(logdir)]
+    runs = [scan_run(name, paths) for name, paths in _logdir.runs(_logdir.check(logdir))]
     by_plugin: dict[str, list[Tally]] = {}
     tags = []
     for run in runs:

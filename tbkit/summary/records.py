@@ -42,10 +42,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from tbkit import jsonenc
-from tbkit.errors import TbkitTypeError, got
-from tbkit.jsonenc import MAX_ARRAY_LENGTH, MAX_STRING_BYTES, encode_py
-from tbkit.levels import LEVELS, level_index
+from tbkit.data.errors import TbkitTypeError, got
+from tbkit.data.levels import LEVELS, level_index
+from tbkit.summary import jsonenc
+from tbkit.summary.jsonenc import MAX_ARRAY_LENGTH, MAX_STRING_BYTES, encode_py
 
 __all__ = ["MAX_ARRAY_LENGTH", "MAX_STRING_BYTES", "RecordTemplate", "encode_py", "template"]
 

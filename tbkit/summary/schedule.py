@@ -1,4 +1,4 @@
-"""Levels and sampling policies: which steps each summary is recorded on.
+"""Sampling policies: which steps each level's summaries are recorded on.
 
 A policy is a :class:`Schedule`: a piecewise interval over steps. ``every=N`` is the one-phase
 schedule ``Schedule({0: N})``. In a phase that starts at step ``s`` with interval ``n`` a step
@@ -12,23 +12,13 @@ import bisect
 from collections.abc import Mapping
 from typing import Any
 
-from tbkit.errors import TbkitTypeError, TbkitValueError, expected
-
-#: Level names, least to most severe. A level records when it is at or above the threshold.
-LEVELS = ("debug", "info", "warning", "error")
+from tbkit.data.errors import TbkitTypeError, TbkitValueError, expected
+from tbkit.data.levels import LEVELS, level_index
 
 #: Default interval per level; a user's ``every=`` dict overrides only the keys it names.
 DEFAULT_EVERY = {"debug": 1000, "info": 100, "warning": 1, "error": 1}
 
 _INT64_MAX = 2**63 - 1
-
-
-def level_index(level: Any, arg: str = "level") -> int:
-    """Return the rank of ``level`` (0 for debug … 3 for error), or raise naming the valid ones."""
-    if isinstance(level, str) and level.lower() in LEVELS:
-        return LEVELS.index(level.lower())
-    valid = ", ".join(repr(name) for name in LEVELS)
-    raise TbkitValueError(expected(arg, f"one of {valid}", level))
 
 
 def _is_int(value: Any) -> bool:

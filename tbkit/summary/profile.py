@@ -16,7 +16,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from tbkit.errors import TbkitTypeError, TbkitValueError, expected
+from tbkit.data.errors import TbkitTypeError, TbkitValueError, expected
 
 
 def check_window(profile_steps: Any) -> tuple[int, int] | None:

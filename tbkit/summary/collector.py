@@ -1,9 +1,9 @@
-"""The ``@log.train_step`` decorator: a ``tf.function`` that owns the step and writes summaries.
+"""A traced step's summaries, collected while its body traces and written behind one gate.
 
 While the body traces, tbkit ops only *collect* their summaries. After the body, the collector
 adds one recorded branch per sampling rule (level, interval or ``when``), all behind a single
 gate (see :func:`_call_if`), so a step that records nothing pays for a few integer ops and
-one Switch. Then the step variable is incremented: ops in a call see the step before it.
+one Switch. :mod:`tbkit.summary.step` (the decorator) and :mod:`tbkit.summary.xla` build on it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from tbkit import context, distribute, levels, ops
-from tbkit.errors import TbkitTypeError, TbkitValueError, expected
+from tbkit.data.errors import TbkitValueError
+from tbkit.summary import context, distribute, ops, schedule
 
 _LOOP_GRAPHS = ("WhileBodyFuncGraph", "WhileCondFuncGraph")  # tf.while_loop, scan, map_fn...
 
@@ -138,7 +138,7 @@ class StepCollector:
             )
         due_now = due[0] if len(due) == 1 else tf.reduce_any(tf.stack(due))
         top = max(batch[0].level for batch in groups.values())
-        direct = (top, levels.Schedule.every(every)) if every and len(due) == 1 else None
+        direct = (top, schedule.Schedule.every(every)) if every and len(due) == 1 else None
         return tf.logical_and(tf.less_equal(threshold, top), due_now), direct
 
 
@@ -198,128 +198,3 @@ def users_summaries(logger, step: tf.Tensor) -> Iterator[None]:
     at ``step`` and record on the steps where the info level records."""
     with logger.writing(step=step), tf.summary.record_if(logger.level_predicate("info", step)):
         yield
-
-
-class TrainStep:
-    """A training step compiled with ``tf.function`` that logs to one SummaryLogger.
-
-    Args:
-        logger: the SummaryLogger the step writes to.
-        fn: the step, a Python function or a ``tf.function`` (its Python function is used).
-        advance: increment the step after each call. By default a logger that owns its step
-            advances it and a logger given ``step=`` (``optimizer.iterations``, or another
-            logger's step for an evaluation run) leaves that to the step's owner.
-        **function_options: passed to ``tf.function`` (``input_signature``,
-            ``reduce_retracing``, ``autograph``). ``jit_compile=True`` compiles the body with
-            XLA and writes its summaries outside the compiled part (see :mod:`tbkit.xla`).
-
-    A user's own ``tf.summary`` calls in the body go to the logger's writer at the same step
-    and record on the steps where the info level records (in a ``jit_compile=True`` body they
-    are refused: XLA cannot write summaries). Inside ``strategy.run`` the ops follow
-    :mod:`tbkit.distribute`; on a worker that does not write summaries (not the chief of a
-    ``MultiWorkerMirroredStrategy``) the step adds no recorded branch.
-    """
-
-    def __init__(
-        self, logger, fn: Callable, *, advance: bool | None = None, **function_options: Any
-    ):
-        if not callable(fn):
-            raise TbkitTypeError(expected("fn", "a function to decorate", fn))
-        if isinstance(fn, tf.types.experimental.PolymorphicFunction):
-            function_options.setdefault("input_signature", fn.input_signature)
-            fn = fn.python_function
-        jit = function_options.pop("jit_compile", None)
-        if jit not in (None, False, True):
-            raise TbkitTypeError(expected("jit_compile", "a bool or None", jit))
-        unknown = set(function_options) - {"input_signature", "reduce_retracing", "autograph",
-                                           "experimental_attributes"}
-        if unknown:
-            raise TbkitTypeError(
-                f"@train_step got unknown options {sorted(unknown)}: it takes 'advance', "
-                "'input_signature', 'reduce_retracing', 'autograph', 'jit_compile' and "
-                "'experimental_attributes'."
-            )
-        self._logger = logger
-        self._fn = fn
-        self._advance = logger.owns_step if advance is None else bool(advance)
-        functools.update_wrapper(self, fn)
-        if jit:
-            autograph = function_options.pop("autograph", True)
-            body = self._jit_body(autograph)
-            self.function = tf.function(body, autograph=False, **function_options)
-        else:
-            self.function = tf.function(self._body(), **function_options)
-
-    def _body(self) -> Callable:
-        logger, fn, name = self._logger, self._fn, getattr(self._fn, "__qualname__", "the step")
-
-        @functools.wraps(fn)
-        def body(*args, **kwargs):
-            step = logger.step.value()  # no Identity after the read, unlike read_value()
-            collector = StepCollector(logger, step, name)
-            with collecting(collector), users_summaries(logger, step):
-                outputs = fn(*args, **kwargs)
-            self._finish(collector, collector)
-            return outputs
-
-        return body
-
-    def _jit_body(self, autograph: bool) -> Callable:
-        """The body for ``jit_compile=True``: the user's function runs in an inner function
-        compiled with XLA, which returns the values the summaries need; they are written here,
-        outside it (see :mod:`tbkit.xla`)."""
-        from tbkit import xla
-
-        logger, fn, name = self._logger, self._fn, getattr(self._fn, "__qualname__", "the step")
-
-        @functools.wraps(fn)
-        def body(*args, **kwargs):
-            step = logger.step.value()  # no Identity after the read, unlike read_value()
-            inner: dict[str, Any] = {}
-
-            def compiled(*args, **kwargs):
-                collector = inner["collector"] = xla.XlaCollector(logger, step, name)
-                with collecting(collector), xla.RefusingWriter(name).as_default(step=step), \
-                        tf.summary.record_if(True):
-                    outputs = fn(*args, **kwargs)
-                tensors, inner["rebuild"] = xla.carry_out(collector.collected)
-                return outputs, tensors
-
-            # A new inner function per trace of the outer one: it traces once, with it.
-            outputs, tensors = tf.function(compiled, jit_compile=True, autograph=autograph)(
-                *args, **kwargs
-            )
-            collector = StepCollector(logger, step, name)
-            for pending in inner["rebuild"](tensors):
-                collector.submit(pending)
-            self._finish(collector, inner["collector"])
-            return outputs
-
-        return body
-
-    def _finish(self, collector: StepCollector, seen: StepCollector) -> None:
-        """Write what ``collector`` holds (on the worker that writes), then advance the step.
-
-        ``seen`` is the collector the ops reported to: it knows the strategy they ran under.
-        """
-        strategy = seen.strategy or tf.distribute.get_strategy()
-        if distribute.writes_summaries(strategy):
-            collector.emit()
-        if self._advance:
-            self._logger.step.assign_add(1)
-
-    def __call__(self, *args, **kwargs):
-        self._logger._check_open()
-        window = self._logger.profile_window
-        if window is None or window.done:
-            return self.function(*args, **kwargs)
-        with window.around_call(self._advance):
-            return self.function(*args, **kwargs)
-
-    def __get__(self, instance, owner=None):
-        """Decorating a method binds it like a function: ``model.train_step(x)``."""
-        return self if instance is None else functools.partial(self, instance)
-
-    def experimental_get_tracing_count(self) -> int:
-        """How many times the step has been traced."""
-        return self.function.experimental_get_tracing_count()

@@ -22,7 +22,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from tbkit.errors import TbkitTypeError, TbkitValueError, expected
+from tbkit.data.errors import TbkitTypeError, TbkitValueError, expected
 
 REDUCTIONS = ("mean", "sum", "min", "max", "replicas")
 _ALL_REDUCE = {"mean": tf.distribute.ReduceOp.MEAN, "sum": tf.distribute.ReduceOp.SUM}

@@ -14,7 +14,8 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.util import tensor_util
 
-from tbkit import jsonenc, levels, metadata
+from tbkit.data import levels, metadata
+from tbkit.summary import jsonenc
 
 #: Number of buckets a histogram has unless ``buckets=`` says otherwise (TensorBoard's default).
 DEFAULT_BUCKETS = 30
@@ -71,6 +72,11 @@ def record_pb(tag: str, value: Any, level: str = "info") -> summary_pb2.Summary:
                     metadata.create_summary_metadata())
 
 
-def text_pb(tag: str, message: Any, level: str = "info") -> summary_pb2.Summary:
-    """Twin of :func:`tbkit.text`: a record with the single field ``message``."""
-    return record_pb(tag, {"message": message}, level)
+def text_pb(
+    tag: str, message: str, level: str = "info", description: str = ""
+) -> summary_pb2.Summary:
+    """Twin of :func:`tbkit.text`: a scalar string with TensorBoard's text metadata, the level
+    marked on its description."""
+    level = levels.LEVELS[levels.level_index(level)]
+    md = metadata.create_text_metadata(level, description)
+    return _summary(tag, np.array(message.encode("utf-8"), dtype=object), md)

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from tbkit import metadata
-from tbkit.errors import TbkitTypeError, TbkitValueError, got
-from tbkit.levels import LEVELS, level_index
+from tbkit.data import metadata
+from tbkit.data.errors import TbkitTypeError, TbkitValueError, got
+from tbkit.data.levels import LEVELS, level_index
 
 #: The longest string field, in UTF-8 bytes. Longer strings are refused, not truncated.
 MAX_STRING_BYTES = 16384

@@ -15,11 +15,12 @@ from typing import Any
 
 import tensorflow as tf
 
-from tbkit import context, levels, ops
-from tbkit.errors import LoggerClosedError, TbkitTypeError, TbkitValueError, expected
-from tbkit.openflag import OpenFlag
-from tbkit.profile import ProfileWindow, check_window
-from tbkit.writer import FileWriter, UnflushedWriter
+from tbkit.data import levels
+from tbkit.data.errors import LoggerClosedError, TbkitTypeError, TbkitValueError, expected
+from tbkit.summary import context, ops, schedule
+from tbkit.summary.openflag import OpenFlag
+from tbkit.summary.profile import ProfileWindow, check_window
+from tbkit.summary.writer import FileWriter, UnflushedWriter
 
 _STEP_EXPECTED = "a scalar int64 tf.Variable such as optimizer.iterations"
 
@@ -64,7 +65,7 @@ class SummaryLogger(tf.Module):
     Args:
         logdir: the run's folder (one logger writes one run, e.g. ``logs/x/train``).
         every: interval per level, ``{"info": 100, "debug": Schedule.log_spaced()}``; the keys
-            it names override :data:`tbkit.levels.DEFAULT_EVERY`.
+            it names override :data:`tbkit.schedule.DEFAULT_EVERY`.
         level: the threshold: ops below it record nothing. Change it with :meth:`set_level`.
         step: an int64 scalar ``tf.Variable`` to share (e.g. ``optimizer.iterations``, or
             the training logger's step for a validation run), advanced by its owner; by
@@ -80,7 +81,7 @@ class SummaryLogger(tf.Module):
         self,
         logdir: str | os.PathLike,
         *,
-        every: Mapping[str, int | levels.Schedule] | None = None,
+        every: Mapping[str, int | schedule.Schedule] | None = None,
         level: str = "debug",
         step: tf.Variable | None = None,
         max_queue: int = 100,
@@ -94,7 +95,7 @@ class SummaryLogger(tf.Module):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise TbkitValueError(expected(arg, "a positive int", value))
         self._logdir = os.fspath(logdir)
-        self._schedules = tuple(levels.resolve_every(every)[name] for name in levels.LEVELS)
+        self._schedules = tuple(schedule.resolve_every(every)[name] for name in levels.LEVELS)
         self._owns_step = step is None
         self.step = _step_variable(step)
         self.threshold = tf.Variable(
@@ -172,7 +173,7 @@ class SummaryLogger(tf.Module):
             "open logger, or decorate it with @log.train_step."
         )
 
-    def schedule_for(self, pending: ops.Pending) -> levels.Schedule:
+    def schedule_for(self, pending: ops.Pending) -> schedule.Schedule:
         """The interval ``pending`` records at: its own ``every=``, else its level's."""
         return pending.schedule or self._schedules[pending.level]
 
@@ -282,7 +283,7 @@ class SummaryLogger(tf.Module):
 
     def train_step(self, fn: Callable | None = None, **options: Any):
         """Decorate a training step; see :class:`tbkit.step.TrainStep` for ``options``."""
-        from tbkit.step import TrainStep
+        from tbkit.summary.step import TrainStep
 
         if fn is None:
             return lambda f: TrainStep(self, f, **options)

@@ -1,0 +1,408 @@
+"""The event layer: a run's event files → tbkit data, in write order, read incrementally.
+
+Every reader of tbkit (``read_records``, ``tbkit export``/``tail``/``stats``, the plugin's
+store) stands on this module, so what a record *is* on the read side is decided here once:
+
+- **Which summaries.** A tag's first metadata decides it, as in TensorBoard: tbkit's own
+  (plugin ``tbkit``, schema version at most :data:`~tbkit.data.metadata.SCHEMA_VERSION`; a
+  newer one is skipped with one warning naming run, tag and both versions) and TensorBoard's
+  text plugin (``tf.summary.text`` from any code; each string is a record with a ``message``
+  field, level ``info`` unless tbkit wrote it with another). String data seen before a tag's
+  first metadata wait for it.
+- **Damage** is handled by :mod:`tbkit.data.frames`; a frame that is not an ``Event`` is skipped
+  with one warning.
+- **A run that writes a step again.** TensorBoard keeps one value per (tag, step): a datum at
+  the same or a smaller step than its tag's previous one pre-empts every earlier datum of that
+  tag at that step or later. :class:`RunReader` marks such a datum (:attr:`Datum.restart`);
+  incremental consumers (the plugin, ``tail -f``) drop what it pre-empts from what they hold,
+  and :func:`scan` / :func:`kept` give a whole run after pre-emption.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from google.protobuf.message import DecodeError
+from tensorboard.compat.proto import event_pb2, types_pb2
+
+from tbkit.data import frames, logdir, metadata
+from tbkit.data.levels import LEVELS
+from tbkit.data.metadata import RESERVED_FIELDS
+from tbkit.data.rows import Record
+
+TBKIT, TEXT, OTHER = "tbkit", "text", "other"  #: what a tag holds, once decided
+TEXT_PLUGIN = "text"  #: TensorBoard's text plugin
+_REPORT_EVERY = 1 << 18  # bytes between two progress reports
+Progress = Callable[[int], None]  # called with the number of bytes just read
+
+
+class Series:
+    """One tag of one run: what it holds, and what its readers need to remember of it."""
+
+    __slots__ = ("run", "tag", "kind", "level", "last_step", "bad", "waiting")
+
+    def __init__(self, run: str, tag: str):
+        self.run, self.tag = run, tag
+        self.kind: str | None = None  # TBKIT, TEXT or OTHER; None until metadata is seen
+        self.level = "info"  # the level of a text tag's records
+        self.last_step: int | None = None  # step of its newest datum
+        self.bad = 0  # objects that did not parse
+        self.waiting: list[Datum] = []  # string data seen before its first metadata
+
+
+class Datum(NamedTuple):
+    """One string tensor a run wrote for a tag at a step: one or more records."""
+
+    series: Series
+    step: int
+    wall_time: float
+    seq: int  # the run's write order
+    values: Sequence[bytes]  # JSON objects (TBKIT) or messages (TEXT): the tensor's strings
+    restart: bool  # pre-empts its tag's earlier data at this step or later
+
+
+def _decide(series: Series, meta: Any) -> None:
+    """Settle a tag from its first metadata (warning once when it is tbkit's but unreadable)."""
+    plugin = meta.plugin_data.plugin_name
+    if plugin == metadata.PLUGIN_NAME:
+        try:
+            version = metadata.parse_plugin_content(meta.plugin_data.content)
+        except ValueError as e:
+            frames.warn(f"skipping run {series.run!r} tag {series.tag!r}: {e}.")
+            series.kind = OTHER
+            return
+        if version > metadata.SCHEMA_VERSION:
+            frames.warn(
+                f"skipping run {series.run!r} tag {series.tag!r}: its records have schema "
+                f"version {version}, newer than version {metadata.SCHEMA_VERSION} that this "
+                "tbkit reads; upgrade tbkit."
+            )
+            series.kind = OTHER
+            return
+        series.kind = TBKIT
+    elif plugin == TEXT_PLUGIN:
+        series.kind = TEXT
+        series.level = metadata.text_level(meta.summary_description)
+    else:
+        series.kind = OTHER
+
+
+class RunReader:
+    """One run's event files, read on from where the last :meth:`read` stopped.
+
+    Args:
+        name: the run's name (as :func:`tbkit.data.logdir.runs` gives it).
+        quiet: warn about nothing: a second pass over bytes a first pass has warned about.
+    """
+
+    def __init__(self, name: str, quiet: bool = False):
+        self.name = name
+        self.quiet = quiet
+        self.files: dict[str, frames.FrameReader] = {}  # path → its reader, first-seen order
+        self.series: dict[str, Series] = {}  # tag → series, first-seen order
+        self.seq = 0  # data yielded so far
+
+    def offsets(self) -> dict[str, int]:
+        """Where each file's unread bytes start."""
+        return {path: reader.offset for path, reader in self.files.items()}
+
+    def read(
+        self,
+        paths: Iterable[str],
+        limits: Mapping[str, int] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[Datum]:
+        """Yield the tbkit and text data appended to ``paths`` since the last read.
+
+        Args:
+            paths: the run's event files, in order (new ones may appear between reads).
+            limits: read each file only up to this offset (files not named: not at all).
+            progress: called now and then with the number of bytes read since its last call.
+        """
+        parse, string, series_of = event_pb2.Event.FromString, types_pb2.DT_STRING, self.series
+        for path in paths:
+            reader = self.files.get(path)
+            if reader is None:
+                reader = self.files[path] = frames.FrameReader(path, self.quiet)
+            reported = reader.offset
+            limit = None if limits is None else limits.get(path, 0)
+            for offset, data in reader.read(limit):
+                if progress is not None and offset - reported >= _REPORT_EVERY:
+                    progress(offset - reported)
+                    reported = offset
+                try:
+                    event = parse(data)
+                except DecodeError:
+                    if not self.quiet:
+                        frames.warn(f"skipped a record that is not an Event in {path} at byte "
+                                    f"offset {offset}.")  # fmt: skip
+                    continue
+                for value in event.summary.value:
+                    tag = value.tag
+                    series = series_of.get(tag)
+                    if series is None:
+                        series = series_of[tag] = Series(self.name, tag)
+                    kind = series.kind
+                    if kind is None and value.metadata.plugin_data.plugin_name:
+                        _decide(series, value.metadata)
+                        kind = series.kind
+                        yield from self._release(series)
+                    if kind == OTHER:
+                        continue
+                    tensor = value.tensor
+                    if tensor.dtype != string:
+                        continue
+                    datum = Datum(series, event.step, event.wall_time, self.seq,
+                                  tensor.string_val, False)  # fmt: skip
+                    self.seq += 1
+                    if kind is None:
+                        series.waiting.append(datum)
+                        continue
+                    last = series.last_step
+                    series.last_step = datum.step
+                    yield datum if last is None or datum.step > last else \
+                        datum._replace(restart=True)  # fmt: skip
+            if progress is not None and reader.offset > reported:
+                progress(reader.offset - reported)
+
+    def _release(self, series: Series) -> Iterator[Datum]:
+        """The data that waited for the tag's metadata, now that it is known."""
+        waiting, series.waiting = series.waiting, []
+        if series.kind == OTHER:
+            return
+        for datum in waiting:
+            last = series.last_step
+            series.last_step = datum.step
+            yield datum._replace(restart=last is not None and datum.step <= last)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not strict JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_SCAN = _DECODER.scan_once
+
+
+def _parse_object(raw: bytes) -> tuple[str, dict]:
+    """A tbkit JSON object → ``(level, fields)``; ValueError if it is not one."""
+    text = raw.decode("utf-8")
+    try:
+        fields, end = _SCAN(text, 0)
+        if end != len(text):
+            raise ValueError
+    except (StopIteration, ValueError):  # leading or trailing space, or not JSON at all
+        fields = _DECODER.decode(text)
+    if type(fields) is not dict:
+        raise ValueError(f"not a JSON object: {raw[:80]!r}")
+    level = fields.pop("level", None)
+    if level not in LEVELS:
+        raise ValueError(f"'level' is {level!r}, not one of {LEVELS}")
+    if not RESERVED_FIELDS.isdisjoint(fields):
+        (name, *_) = sorted(RESERVED_FIELDS.intersection(fields))
+        raise ValueError(f"field {name!r} is reserved for the event's {name}")
+    return level, fields
+
+
+def objects(datum: Datum, quiet: bool = False) -> Iterator[tuple[str, dict]]:
+    """The ``(level, fields)`` of each record in ``datum``. An object that does not parse is
+    skipped; unless ``quiet``, the first of its tag is warned about and the rest are counted
+    (:func:`warn_bad`)."""
+    series = datum.series
+    if series.kind == TEXT:
+        level = series.level
+        for raw in datum.values:
+            try:
+                message = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                if not quiet:
+                    _bad(datum, e)
+                continue
+            yield level, {"message": message}
+        return
+    for raw in datum.values:
+        try:
+            yield _parse_object(raw)
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError too
+            if not quiet:
+                _bad(datum, e)
+
+
+def _bad(datum: Datum, error: Exception) -> None:
+    series = datum.series
+    series.bad += 1
+    if series.bad == 1:
+        frames.warn(f"skipped an object that does not parse in run {series.run!r} tag "
+                    f"{series.tag!r} step {datum.step}: {error}")  # fmt: skip
+
+
+def records(datum: Datum) -> Iterator[Record]:
+    """The records of ``datum``."""
+    series, step, wall_time = datum.series, datum.step, datum.wall_time
+    for level, fields in objects(datum):
+        yield Record(series.run, series.tag, step, wall_time, level, fields)
+
+
+def warn_bad(tags: Iterable[Series]) -> None:
+    """Once a run is read: how many objects of each tag did not parse, if more than one."""
+    for series in tags:
+        if series.bad > 1:
+            frames.warn(f"skipped {series.bad} objects that do not parse in run "
+                        f"{series.run!r} tag {series.tag!r}.")  # fmt: skip
+
+
+# Whole runs, after pre-emption.
+
+
+@dataclass
+class _Restarts:
+    """One tag's restarts (by its data's numbering) and the least step of each and later ones."""
+
+    index: list[int] = field(default_factory=list)
+    low: list[int] = field(default_factory=list)
+
+    def add(self, index: int, step: int) -> None:
+        self.index.append(index)
+        self.low.append(step)
+
+    def finish(self) -> None:
+        for i in range(len(self.low) - 2, -1, -1):
+            self.low[i] = min(self.low[i], self.low[i + 1])
+
+    def survives(self, index: int, step: int) -> bool:
+        i = bisect.bisect_right(self.index, index)  # the first restart written after it
+        return i == len(self.index) or step < self.low[i]
+
+
+class Budget:
+    """Bytes of data that whole-run reads may hold in memory to read their files once."""
+
+    def __init__(self, nbytes: int):
+        self.left = nbytes
+
+
+DEFAULT_BUDGET = 256 << 20  #: bytes of a run's data :func:`scan` keeps, by default
+
+
+@dataclass
+class RunScan:
+    """What one pass over a run learned: :func:`kept` yields its data after pre-emption."""
+
+    name: str
+    paths: list[str]
+    reader: RunReader  # the pass's reader: where it stopped in each file
+    counts: dict[str, int]  # tag → data written (pre-empted ones too), first-written order
+    restarts: dict[str, _Restarts]
+    kept: list[Datum] | None  # every datum, if they fitted the budget
+    limits: dict[str, int]  # each file's end, as far as the pass read it
+
+    def tags(self) -> list[str]:
+        """The run's tbkit and text tags that hold data, in first-written order."""
+        return list(self.counts)
+
+    @property
+    def size(self) -> int:
+        """Bytes the pass read."""
+        return sum(self.limits.values())
+
+
+def _cost(datum: Datum) -> int:
+    return 64 + sum(map(len, datum.values))
+
+
+def scan(
+    name: str,
+    paths: list[str],
+    budget: Budget | None = None,
+    progress: Progress | None = None,
+) -> RunScan:
+    """Read a run once, noting each tag's restarts; keep its data too while ``budget`` lasts
+    (then :func:`kept` needs no second pass). Damage is warned about here, once."""
+    budget = Budget(DEFAULT_BUDGET) if budget is None else budget
+    reader = RunReader(name)
+    counts: dict[str, int] = {}
+    restarts: dict[str, _Restarts] = {}
+    held: list[Datum] | None = []
+    for datum in reader.read(paths, progress=progress):
+        tag = datum.series.tag
+        index = counts.get(tag, 0)
+        counts[tag] = index + 1
+        if datum.restart:
+            restarts.setdefault(tag, _Restarts()).add(index, datum.step)
+        if held is not None:
+            cost = _cost(datum)
+            if cost <= budget.left:
+                budget.left -= cost
+                held.append(datum)
+            else:  # too big to hold: kept() reads the files again
+                budget.left += sum(map(_cost, held))
+                held = None
+    for each in restarts.values():
+        each.finish()
+    return RunScan(name, paths, reader, counts, restarts, held, reader.offsets())
+
+
+def replay(
+    run: RunScan, tags: Iterable[str] | None = None, progress: Progress | None = None
+) -> Iterator[tuple[Datum, bool]]:
+    """Every datum of the run (of ``tags`` only, if given) in write order, with whether it
+    survives pre-emption: from memory, or from a second, quiet pass over exactly the bytes the
+    scan read."""
+    wanted = None if tags is None else set(tags)
+    data: Iterable[Datum]
+    if run.kept is not None:
+        data = run.kept
+        if progress is not None:
+            progress(run.size)
+    else:
+        data = RunReader(run.name, quiet=True).read(run.paths, run.limits, progress)
+    numbering: dict[str, int] = {}
+    restarts = run.restarts
+    for datum in data:
+        tag = datum.series.tag
+        index = numbering.get(tag, 0)
+        numbering[tag] = index + 1
+        if wanted is not None and tag not in wanted:
+            continue
+        pre_empted = restarts.get(tag)
+        yield datum, pre_empted is None or pre_empted.survives(index, datum.step)
+
+
+def kept(
+    run: RunScan, tags: Iterable[str] | None = None, progress: Progress | None = None
+) -> Iterator[Datum]:
+    """The run's data (of ``tags`` only, if given) in write order, after pre-emption."""
+    for datum, alive in replay(run, tags, progress):
+        if alive:
+            yield datum
+
+
+def run_records(name: str, paths: list[str], tag: str | None = None) -> Iterator[Record]:
+    """A whole run's records after pre-emption (one pass while its data fit in memory)."""
+    run = scan(name, paths)
+    seen: dict[str, Series] = {}
+    for datum in kept(run, None if tag is None else [tag]):
+        seen[datum.series.tag] = datum.series
+        yield from records(datum)
+    warn_bad(seen.values())
+
+
+class Follower:
+    """Every run of a logdir, read incrementally: each :meth:`poll` yields what was appended
+    since the last one (new runs and files too), in write order per run, restarts marked."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.readers: dict[str, RunReader] = {}  #: run → its reader (a caller may seed one)
+
+    def poll(self) -> Iterator[Datum]:
+        """The data appended since the last poll (the first: every datum), run by run."""
+        for name, paths in logdir.runs(self.root):
+            reader = self.readers.get(name)
+            if reader is None:
+                reader = self.readers[name] = RunReader(name)
+            yield from reader.read(paths)

@@ -1,0 +1,2 @@
+"""tbkit inside other tools: the Keras callback, the Python ``logging`` bridge and the rotating
+JSON Lines handler."""

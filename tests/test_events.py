@@ -1,0 +1,304 @@
+"""The event layer (tbkit.data.events, frames, logdir): incremental reads, damage warned once,
+text summaries, and one byte form across read_records, the CLI and the plugin."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tensorboard.compat.proto import event_pb2
+from werkzeug.datastructures import MultiDict
+
+import tbkit
+from tbkit.cli import tail
+from tbkit.data import events, frames
+from tbkit.data.errors import DataLossWarning
+from tbkit.data.rows import json_line
+from tbkit.summary import summary_pb
+from tbkit_plugin.plugin import TbkitPlugin
+
+TBKIT = os.path.join(os.path.dirname(sys.executable), "tbkit")
+
+
+def record_frame(step: int, tag: str, fields: dict, wall_time: float | None = None) -> bytes:
+    event = event_pb2.Event(step=step, wall_time=wall_time or 1_700_000_000 + step / 8)
+    event.summary.CopyFrom(summary_pb.record_pb(tag, fields))
+    return frames.frame(event.SerializeToString())
+
+
+def raw_frame(step: int, tag: str, objects: list[bytes]) -> bytes:
+    """A record datum holding ``objects`` exactly as given (hand-written JSON)."""
+    event = event_pb2.Event(step=step, wall_time=1_700_000_000 + step)
+    event.summary.CopyFrom(summary_pb.record_pb(tag, {}))
+    tensor = event.summary.value[0].tensor
+    del tensor.string_val[:]
+    tensor.string_val.extend(objects)
+    tensor.tensor_shape.dim[0].size = len(objects)
+    return frames.frame(event.SerializeToString())
+
+
+def read_all(reader: events.RunReader, path: str) -> list[tuple]:
+    return [(d.series.tag, d.step, d.values, d.restart) for d in reader.read([path])]
+
+
+def caught_warnings(fn):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn()
+    return result, [str(w.message) for w in caught]
+
+
+# -- incremental reading ---------------------------------------------------------------------
+
+
+def damaged_stream(steps: list[int], corrupt: set[int]) -> bytes:
+    """Frames of records at ``steps`` (restarts where a step goes back), the data of the
+    frames numbered in ``corrupt`` flipped, and a frame that is not an Event after the first."""
+    out = []
+    for i, step in enumerate(steps):
+        data = bytearray(record_frame(step, "t" if i % 3 else "u", {"i": i}))
+        if i in corrupt:
+            data[14] ^= 0xFF  # in the data: its checksum fails
+        out.append(bytes(data))
+        if i == 0:
+            out.append(frames.frame(b"\xff not an event"))
+    return b"".join(out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(st.integers(0, 8), min_size=1, max_size=25),
+    corrupt=st.sets(st.integers(0, 24), max_size=3),
+    cuts=st.lists(st.integers(1, 120), max_size=40),
+)
+def test_a_growing_file_read_on_and_on_gives_what_one_read_of_it_gives(steps, corrupt, cuts):
+    """Random-sized appends, records cut anywhere (a frame split across two appends): the data
+    read after each append add up to one read of the final file, with the same warnings."""
+    import tempfile
+
+    stream = damaged_stream(steps, corrupt)
+    with tempfile.TemporaryDirectory() as folder:
+        whole = Path(folder) / "whole.tfevents"
+        whole.write_bytes(stream)
+        want, want_warnings = caught_warnings(lambda: read_all(events.RunReader("r"), str(whole)))
+        growing = Path(folder) / "growing.tfevents"
+        growing.write_bytes(b"")
+        reader, got, got_warnings, at = events.RunReader("r"), [], [], 0
+        for cut in [*cuts, len(stream)]:
+            with open(growing, "ab") as f:
+                f.write(stream[at : at + cut])
+            at = min(at + cut, len(stream))
+            data, said = caught_warnings(lambda: read_all(reader, str(growing)))
+            got += data
+            got_warnings += said
+        data, said = caught_warnings(lambda: read_all(reader, str(growing)))  # nothing new
+        assert (data, said) == ([], [])
+    assert got == want
+    assert [w.replace(str(growing), "F") for w in got_warnings] == [
+        w.replace(str(whole), "F") for w in want_warnings]  # fmt: skip
+    assert len(want_warnings) == len(corrupt & set(range(len(steps)))) + 1  # + the non-Event
+
+
+def test_a_corrupt_last_record_is_warned_about_once_however_often_it_is_read(tmp_path):
+    path = tmp_path / "events.out.tfevents.1"
+    bad = bytearray(record_frame(1, "t", {"i": 1}))
+    bad[-1] ^= 0xFF  # the data's checksum
+    path.write_bytes(record_frame(0, "t", {"i": 0}) + bytes(bad))
+    reader = events.RunReader("r")
+    first, said = caught_warnings(lambda: read_all(reader, str(path)))
+    assert [step for _, step, _, _ in first] == [0]
+    assert said == [f"tbkit: skipped a corrupt record (data checksum mismatch) in {path} at byte "
+                    f"offset {len(path.read_bytes()) - len(bad)}."]  # fmt: skip
+    for _ in range(3):
+        assert caught_warnings(lambda: read_all(reader, str(path))) == ([], [])
+    with open(path, "ab") as f:
+        f.write(record_frame(2, "t", {"i": 2}))
+    assert [step for _, step, _, _ in read_all(reader, str(path))] == [2]
+
+
+def test_after_a_corrupt_length_the_scan_goes_on_where_it_stopped(tmp_path):
+    path = tmp_path / "events.out.tfevents.1"
+    garbage = bytearray(record_frame(1, "t", {"i": 1}))
+    garbage[9] ^= 0xFF  # the length's checksum
+    path.write_bytes(record_frame(0, "t", {"i": 0}) + bytes(garbage))
+    reader = events.RunReader("r")
+    first, said = caught_warnings(lambda: read_all(reader, str(path)))
+    assert [step for _, step, _, _ in first] == [0] and len(said) == 1
+    assert "corrupt record length" in said[0]
+    assert caught_warnings(lambda: read_all(reader, str(path))) == ([], [])
+    with open(path, "ab") as f:
+        f.write(record_frame(2, "t", {"i": 2}))
+    assert caught_warnings(lambda: [s for _, s, _, _ in read_all(reader, str(path))]) == ([2], [])
+
+
+def test_restarts_are_marked_and_data_before_metadata_wait_for_it(tmp_path):
+    path = tmp_path / "events.out.tfevents.1"
+    orphan = event_pb2.Event(step=1, wall_time=1.0)
+    orphan.summary.CopyFrom(summary_pb.record_pb("t", {"i": "early"}))
+    orphan.summary.value[0].ClearField("metadata")
+    path.write_bytes(frames.frame(orphan.SerializeToString()) + b"".join(
+        record_frame(s, "t", {"i": s}) for s in (2, 3, 2, 5)))  # fmt: skip
+    got = [(step, restart) for _, step, _, restart in read_all(events.RunReader("r"), str(path))]
+    assert got == [(1, False), (2, False), (3, False), (2, True), (5, False)]
+
+
+def test_an_event_file_that_is_a_fifo_is_skipped_with_one_warning(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "events.out.tfevents.1").write_bytes(record_frame(0, "t", {"i": 0}))
+    os.mkfifo(tmp_path / "run" / "events.out.tfevents.2")
+    result: list = []
+    reading = threading.Thread(
+        target=lambda: result.append(caught_warnings(lambda: list(tbkit.read_records(tmp_path)))),
+        daemon=True)  # fmt: skip
+    reading.start()
+    reading.join(timeout=30)
+    assert not reading.is_alive(), "reading blocked on the FIFO"
+    records, said = result[0]
+    assert [r.fields for r in records] == [{"i": 0}]
+    assert said == [f"tbkit: skipped event file {tmp_path}/run/events.out.tfevents.2: "
+                    "not a regular file"]  # fmt: skip
+
+
+def test_objects_that_use_a_built_in_name_are_skipped_with_a_warning(tmp_path):
+    (tmp_path / "events.out.tfevents.1").write_bytes(
+        raw_frame(0, "t", [b'{"a":1,"level":"info"}', b'{"step":1,"level":"info"}']))
+    records, said = caught_warnings(lambda: list(tbkit.read_records(tmp_path)))
+    assert [r.fields for r in records] == [{"a": 1}]
+    assert said == ["tbkit: skipped an object that does not parse in run '.' tag 't' step 0: "
+                    "field 'step' is reserved for the event's step"]  # fmt: skip
+
+
+# -- text summaries --------------------------------------------------------------------------
+
+
+def test_text_summaries_from_any_code_are_records_with_a_message(tmp_path):
+    writer = tf.summary.create_file_writer(str(tmp_path / "run"))
+    with writer.as_default():
+        tf.summary.text("notes", "hello ✓", step=0)
+        tf.summary.text("table", tf.constant([["a", "b"], ["c", "d"]]), step=1)
+        tf.summary.text("notes", "again", step=2)
+    writer.close()
+    got = [(r.run, r.tag, r.step, r.level, r.fields) for r in tbkit.read_records(tmp_path)]
+    assert got == [
+        ("run", "notes", 0, "info", {"message": "hello ✓"}),
+        *[("run", "table", 1, "info", {"message": m}) for m in "abcd"],
+        ("run", "notes", 2, "info", {"message": "again"}),
+    ]  # fmt: skip
+
+
+# -- one byte form ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_logdir(tmp_path_factory) -> Path:
+    """Several runs, a resumed run, a truncated file, a corrupt record, text summaries, NaN and
+    infinities from tbkit, and hand-written objects with 1e400, -1e400 and bare NaN-like text."""
+    root = tmp_path_factory.mktemp("mixed")
+    train = root / "exp" / "train"
+    log = tbkit.SummaryLogger(train, every={"info": 1})
+
+    @log.train_step
+    def step(x):
+        tbkit.record("train", {"loss": x, "inv": 1.0 / x, "opt": {"lr": 0.001}, "n": "a,b\n\"c\""})
+        tbkit.text("msg", tf.strings.as_string(x), level="warning")
+
+    with log:
+        for value in (2.0, 0.0, float("nan"), -0.0, 3.5):
+            step(tf.constant(value))
+    resumed = tbkit.SummaryLogger(train, every={"info": 1}, step=tf.Variable(3, dtype=tf.int64))
+
+    @resumed.train_step(advance=True)
+    def again(x):
+        tbkit.record("train", {"loss": x, "resumed": True})
+
+    with resumed:
+        again(tf.constant(9.0))
+    writer = tf.summary.create_file_writer(str(root / "exp" / "notes"))
+    with writer.as_default():
+        tf.summary.text("plain", "from tf.summary.text", step=0)
+    writer.close()
+    hand = root / "hand"
+    hand.mkdir()
+    bad = bytearray(raw_frame(1, "h", [b'{"x":2,"level":"info"}']))
+    bad[-2] ^= 0xFF
+    (hand / "events.out.tfevents.1").write_bytes(
+        raw_frame(0, "h", [b'{"x":1e400,"y":[-1e400,1E400],"z":{"w":-1e400},"level":"info"}',
+                           b'{ "x" : 1.5 ,\n "y":"NaN", "level":"error"}'])  # fmt: skip
+        + bytes(bad) + raw_frame(2, "h", [b'{"x":3,"level":"debug"}']))
+    whole = raw_frame(3, "h", [b'{"x":4,"level":"info"}'])
+    (hand / "events.out.tfevents.2").write_bytes(whole + whole[:-7])  # truncated
+    return root
+
+
+def strict(line: str):
+    """Parse a JSON line, refusing NaN/Infinity constants and numbers no double holds."""
+
+    def no_constant(name):
+        raise AssertionError(f"non-standard constant {name}")
+
+    def finite(text):
+        value = float(text)
+        assert math.isfinite(value), f"{text} overflows a double"
+        return value
+
+    return json.loads(line, parse_constant=no_constant, parse_float=finite)
+
+
+def run_cli(*args) -> str:
+    done = subprocess.run([TBKIT, *map(str, args)], capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode("utf-8")
+
+
+def plugin_export(root: Path, fmt: str) -> str:
+    context = type("Context", (), {"logdir": str(root)})()
+    plugin = TbkitPlugin(context, min_interval=0, background=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataLossWarning)
+        chunks, _, _ = plugin.export_impl(MultiDict({"format": fmt}))
+        return b"".join(chunks).decode("utf-8")
+
+
+def test_every_reader_gives_the_same_rows_byte_for_byte(mixed_logdir):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = list(tbkit.read_records(mixed_logdir))
+    assert len(caught) == 1 and "corrupt record" in str(caught[0].message)
+    jsonl = "".join(json_line(r) + "\n" for r in records)
+    assert run_cli("export", mixed_logdir) == jsonl
+    assert plugin_export(mixed_logdir, "jsonl") == jsonl
+    lines = [strict(line) for line in jsonl.splitlines()]
+    assert [(r["run"], r["tag"], r["step"]) for r in lines] == [
+        ("exp/notes", "plain", 0),
+        *[("exp/train", tag, s) for s in (0, 1, 2) for tag in ("train", "msg")],
+        ("exp/train", "msg", 3), ("exp/train", "msg", 4), ("exp/train", "train", 3),
+        ("hand", "h", 0), ("hand", "h", 0), ("hand", "h", 2), ("hand", "h", 3),
+    ]  # fmt: skip
+    hand = [r for r in lines if r["run"] == "hand"]
+    assert hand[0] == {"run": "hand", "tag": "h", "step": 0, "wall_time": 1_700_000_000.0,
+                       "level": "info", "x": "Infinity", "y": ["-Infinity", "Infinity"],
+                       "z": {"w": "-Infinity"}}  # fmt: skip
+    assert list(hand[1])[:6] == ["run", "tag", "step", "wall_time", "level", "x"]
+    msg = [r for r in lines if r["tag"] == "msg"]
+    assert {r["level"] for r in msg} == {"warning"} and msg[0]["message"] == "2.000000"
+
+    csv_text = run_cli("export", mixed_logdir, "--format", "csv")
+    assert plugin_export(mixed_logdir, "csv") == csv_text
+    table = list(csv.reader(io.StringIO(csv_text, newline="")))
+    assert len(table) == len(records) + 1
+    assert csv_text.count("\r\n") == len(table)  # RFC 4180 line ends; a "\n" inside a cell stays
+
+    tail_out = run_cli("tail", mixed_logdir, "-n", len(records))
+    assert sorted(tail_out.splitlines()) == sorted(tail.format_record(r) for r in records)
