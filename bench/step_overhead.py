@@ -18,7 +18,7 @@ It measures, with one intra-op and one inter-op thread:
   µs added per step over the bare trivial step, averaged over all steps of the block. Each
   block runs in 10 pieces of 100 steps, the variants taking turns piece by piece, so a slow
   spell of the machine (they last seconds here) falls on every variant of the round.
-* **Histogram**: ``tbkit.ops.bucketize`` against TensorBoard's ``tf.summary.histogram``
+* **Histogram**: ``tbkit.summary.ops.bucketize`` against TensorBoard's ``tf.summary.histogram``
   bucketing on a 784×256 float32 kernel, both in ``tf.function``; and whether they agree.
 
 Variants: bare; tbkit (record every 10, scalars at info every 100, histograms of the weights
@@ -386,7 +386,7 @@ def micro_table(times):
 
 def histogram_bench(repeats):
     kernel = tf.constant(np.random.default_rng(1).normal(0, 0.05, (784, 256)).astype(np.float32))
-    fns = {"tbkit.ops.bucketize": tf.function(lambda k: bucketize(k, 30)),
+    fns = {"tbkit.summary.ops.bucketize": tf.function(lambda k: bucketize(k, 30)),
            "tf.summary.histogram buckets": tf.function(lambda k: _buckets(k, 30))}
     out = {name: fn(kernel).numpy() for name, fn in fns.items()}  # traces, and the results
     times = {name: [] for name in fns}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -97,3 +99,49 @@ print(sorted(m for m in sys.modules if m.startswith("tensorflow")))
         "[0.0, nan, 1.0]",
         "[]",
     ]
+
+
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """Run import-linter with the contracts of ``root/setup.cfg`` on the packages under it."""
+    path = f"{root}{os.pathsep}{root / 'plugin'}"
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", str(root / "setup.cfg")],
+        capture_output=True, text=True, cwd=root, timeout=120,
+        env={**os.environ, "PYTHONPATH": path},
+    )  # fmt: skip
+
+
+def test_the_declared_import_rules_hold():
+    done = lint_imports(REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 kept, 0 broken" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken", "report"),
+    [
+        ("tbkit/data/rows.py", "import tensorflow", 1,
+         "tbkit.data is not allowed to import tensorflow"),
+        ("tbkit/data/query.py", "from tbkit.summary import ops", 1,
+         "tbkit.data is not allowed to import tbkit.summary"),
+        ("plugin/tbkit_plugin/selection.py", "from tbkit.cli import export", 2,
+         "tbkit_plugin is not allowed to import tbkit.cli"),
+        ("tbkit/summary/collector.py", "from tbkit.summary import step", 1,
+         "tbkit.summary.collector is not allowed to import tbkit.summary.step"),
+    ],
+)  # fmt: skip
+def test_a_wrong_import_is_reported(tmp_path, module, line, broken, report):
+    """A copy of the packages with one deliberate violation: lint-imports names it."""
+    for part in ("tbkit", "plugin/tbkit_plugin"):
+        shutil.copytree(REPO / part, tmp_path / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copy(REPO / "setup.cfg", tmp_path / "setup.cfg")
+    with open(tmp_path / module, "a") as f:
+        f.write(f"\n{line}  # a deliberate violation\n")
+    done = lint_imports(tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"Contracts: {4 - broken} kept, {broken} broken." in done.stdout
+    assert report in done.stdout

@@ -94,7 +94,7 @@ def _atomic_output(path: str) -> Iterator[TextIO]:
 
 @contextlib.contextmanager
 def _progress_bars(show: bool):
-    """A ``track(description, total_bytes)`` for :mod:`tbkit.export`: rich bars on stderr when
+    """A ``track(description, total_bytes)`` for :mod:`tbkit.cli.export`: rich bars on stderr when
     ``show``, otherwise nothing at all."""
     if not show:
         yield lambda description, total: None

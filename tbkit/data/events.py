@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -60,8 +60,9 @@ class Datum(NamedTuple):
     series: Series
     step: int
     wall_time: float
-    seq: int  # the run's write order
-    values: Sequence[bytes]  # JSON objects (TBKIT) or messages (TEXT): the tensor's strings
+    seq: int  # the order the run's reader yields data in: write order, but for data that
+    # waited for their tag's metadata, which come when it does
+    values: list[bytes]  # JSON objects (TBKIT) or messages (TEXT): the tensor's strings
     restart: bool  # pre-empts its tag's earlier data at this step or later
 
 
@@ -157,11 +158,11 @@ class RunReader:
                     if tensor.dtype != string:
                         continue
                     datum = Datum(series, event.step, event.wall_time, self.seq,
-                                  tensor.string_val, False)  # fmt: skip
-                    self.seq += 1
+                                  list(tensor.string_val), False)  # fmt: skip
                     if kind is None:
-                        series.waiting.append(datum)
+                        series.waiting.append(datum)  # numbered when it is released
                         continue
+                    self.seq += 1
                     last = series.last_step
                     series.last_step = datum.step
                     yield datum if last is None or datum.step > last else \
@@ -177,7 +178,8 @@ class RunReader:
         for datum in waiting:
             last = series.last_step
             series.last_step = datum.step
-            yield datum._replace(restart=last is not None and datum.step <= last)
+            self.seq += 1
+            yield datum._replace(seq=self.seq - 1, restart=last is not None and datum.step <= last)
 
 
 def _reject_constant(name: str) -> Any:
@@ -311,7 +313,8 @@ class RunScan:
 
 
 def _cost(datum: Datum) -> int:
-    return 64 + sum(map(len, datum.values))
+    """About what holding a datum costs: its strings, and the objects around them."""
+    return 200 + sum(map(len, datum.values))
 
 
 def scan(

@@ -1,8 +1,9 @@
 """Python ``logging`` records as strict-JSON text: level, logger, message, exception, fields.
 
-Shared by the event-file bridge (:mod:`tbkit.logbridge`) and the JSON Lines sink
-(:mod:`tbkit.jsonl`), so a line reads the same in TensorBoard and in ``jq``. The ``extra=``
-values of a call go under ``"fields"``, so they can never collide with the names tbkit uses.
+Shared by the event-file bridge (:mod:`~tbkit.integrations.logbridge`) and the JSON Lines sink
+(:mod:`~tbkit.integrations.jsonl`), so a line reads the same in TensorBoard and in ``jq``. The
+``extra=`` values of a call go under ``"fields"``, so they can never collide with the names
+tbkit uses.
 Values JSON cannot hold become their ``str()``; the result is always strict JSON (RFC 8259)
 encoded as valid UTF-8. No TensorFlow here.
 """

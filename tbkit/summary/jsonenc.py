@@ -3,10 +3,10 @@
 A record (dataclass instance, namedtuple or Mapping, possibly nested) becomes one JSON object
 whose fields keep their declaration or insertion order, followed by ``"level"``. A nested
 record becomes a nested JSON object; readers flatten nested objects to dotted names
-(``opt.lr``). :func:`walk` is shared with the in-graph encoder (:mod:`tbkit.records`), which
+(``opt.lr``). :func:`walk` is shared with the in-graph encoder (:mod:`tbkit.summary.records`), which
 hands it its own leaf function, so both encoders walk, check and word errors the same way.
 
-Leaf encodings (the in-graph encoder produces the same text, see :mod:`tbkit.records`):
+Leaf encodings (the in-graph encoder produces the same text, see :mod:`tbkit.summary.records`):
 
 * ``None`` → ``null``; bools → ``true``/``false``; ints → digits (Python ints must fit int64).
 * Python floats → ``repr`` (the shortest text that round-trips). numpy/tensor float32 (and

@@ -74,7 +74,7 @@ class SummaryLogger(tf.Module):
         flush_millis: longest time between flushes of the writer.
         profile_steps: ``(start, stop)`` records a TensorFlow profiler trace of the steps
             ``start <= step < stop`` of this logger's decorated steps into the run's folder,
-            for TensorBoard's Profile tab (see :mod:`tbkit.profile`).
+            for TensorBoard's Profile tab (see :mod:`tbkit.summary.profile`).
     """
 
     def __init__(
@@ -154,7 +154,7 @@ class SummaryLogger(tf.Module):
 
         Unlike ``writer.as_default()`` it adds no flush at its end, so a traced step does not
         write to disk on every call. ``pinned``: take the writer's handle in this function
-        for the functions nested in it (see :class:`tbkit.writer.UnflushedWriter`).
+        for the functions nested in it (see :class:`tbkit.summary.writer.UnflushedWriter`).
         """
         self._check_open()
         view = UnflushedWriter(self._writer, pinned=True) if pinned else self._unflushed
@@ -282,7 +282,7 @@ class SummaryLogger(tf.Module):
         self._flush_hooks.append(hook)
 
     def train_step(self, fn: Callable | None = None, **options: Any):
-        """Decorate a training step; see :class:`tbkit.step.TrainStep` for ``options``."""
+        """Decorate a training step; see :class:`tbkit.summary.step.TrainStep` for ``options``."""
         from tbkit.summary.step import TrainStep
 
         if fn is None:

@@ -110,7 +110,7 @@ def _submit(
 
 def _graphs():
     """The default graph and the graphs enclosing it: where a replica thread looks for the
-    step whose body it traces (see :func:`tbkit.context.current`)."""
+    step whose body it traces (see :func:`tbkit.summary.context.current`)."""
     graph = tf.compat.v1.get_default_graph()
     while graph is not None:
         yield graph

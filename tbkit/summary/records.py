@@ -12,9 +12,9 @@ objects, which readers flatten to dotted names) is turned into JSON text in two 
   branch that records. Tensors of one kind (bools, ints, float32, float64, strings) are
   formatted together, whatever their number, and the object ends in one ``tf.strings.join``.
 
-The text is the same as :func:`tbkit.jsonenc.encode_py` gives (the pure twin; see that module
-for the leaf encodings), with one exception: a float64 subnormal may differ in its last digit,
-yet parses to the same bits. ``tf.strings.format`` is not used: it prints ``nan`` and
+The text is the same as :func:`~tbkit.summary.jsonenc.encode_py` gives (the pure twin; see that
+module for the leaf encodings), with one exception: a float64 subnormal may differ in its last
+digit, yet parses to the same bits. ``tf.strings.format`` is not used: it prints ``nan`` and
 ``[1 2]``. What ``tf.strings.as_string`` prints, and what is done about it:
 
 * ``precision=9/17, shortest=True`` is C's ``%.9g``/``%.17g``: it round-trips float32/float64,

@@ -28,12 +28,12 @@ class TrainStep:
             logger's step for an evaluation run) leaves that to the step's owner.
         **function_options: passed to ``tf.function`` (``input_signature``,
             ``reduce_retracing``, ``autograph``). ``jit_compile=True`` compiles the body with
-            XLA and writes its summaries outside the compiled part (see :mod:`tbkit.xla`).
+            XLA and writes its summaries outside the compiled part (see :mod:`tbkit.summary.xla`).
 
     A user's own ``tf.summary`` calls in the body go to the logger's writer at the same step
     and record on the steps where the info level records (in a ``jit_compile=True`` body they
     are refused: XLA cannot write summaries). Inside ``strategy.run`` the ops follow
-    :mod:`tbkit.distribute`; on a worker that does not write summaries (not the chief of a
+    :mod:`tbkit.summary.distribute`; on a worker that does not write summaries (not the chief of a
     ``MultiWorkerMirroredStrategy``) the step adds no recorded branch.
     """
 
@@ -84,7 +84,7 @@ class TrainStep:
     def _jit_body(self, autograph: bool) -> Callable:
         """The body for ``jit_compile=True``: the user's function runs in an inner function
         compiled with XLA, which returns the values the summaries need; they are written here,
-        outside it (see :mod:`tbkit.xla`)."""
+        outside it (see :mod:`tbkit.summary.xla`)."""
         logger, fn, name = self._logger, self._fn, getattr(self._fn, "__qualname__", "the step")
 
         @functools.wraps(fn)

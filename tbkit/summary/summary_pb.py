@@ -37,7 +37,8 @@ def scalar_pb(tag: str, data: Any, description: str = "") -> summary_pb2.Summary
 
 
 def buckets(data: Any, bucket_count: int = DEFAULT_BUCKETS) -> np.ndarray:
-    """Twin of :func:`tbkit.ops.bucketize`: TensorBoard's ``[bucket_count, 3]`` histogram."""
+    """Twin of :func:`~tbkit.summary.ops.bucketize`: TensorBoard's ``[bucket_count, 3]``
+    histogram."""
     data = np.asarray(data, dtype=np.float64).reshape(-1)
     if data.size == 0:
         return np.zeros((bucket_count, 3))
