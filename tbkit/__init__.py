@@ -40,15 +40,15 @@ from tbkit.data.errors import (
 )
 from tbkit.data.levels import LEVELS
 from tbkit.data.read import Record, read_records
-from tbkit.summary.schedule import Schedule
 
 __version__ = "0.1.0"
 
-# Names loaded on first use, and the module that defines each (all but JsonLinesHandler need
-# TensorFlow).
+# Names loaded on first use, and the module that defines each (all but Schedule and
+# JsonLinesHandler need TensorFlow).
 _LAZY = {
     "JsonLinesHandler": "tbkit.integrations.jsonl",
     "SummaryHandler": "tbkit.integrations.logbridge",
+    "Schedule": "tbkit.summary.schedule",  # needs no TensorFlow, but is of the write side
     "SummaryLogger": "tbkit.summary.logger",
     "scalar": "tbkit.summary.ops",
     "histogram": "tbkit.summary.ops",

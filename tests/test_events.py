@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -24,7 +25,7 @@ from werkzeug.datastructures import MultiDict
 import tbkit
 from tbkit.cli import tail
 from tbkit.data import events, frames
-from tbkit.data.errors import DataLossWarning
+from tbkit.data.errors import DataLossWarning, TbkitTypeError
 from tbkit.data.rows import flatten, json_line
 from tbkit.summary import summary_pb
 from tbkit_plugin.plugin import TbkitPlugin
@@ -180,6 +181,30 @@ def test_objects_that_use_a_built_in_name_are_skipped_with_a_warning(tmp_path):
                     "field 'step' is reserved for the event's step"]  # fmt: skip
 
 
+def test_data_that_never_get_metadata_are_not_held_for_ever(tmp_path):
+    orphan = event_pb2.Event(step=0, wall_time=1.0)
+    orphan.summary.CopyFrom(summary_pb.record_pb("raw", {"i": 0}))
+    orphan.summary.value[0].ClearField("metadata")
+    frame = frames.frame(orphan.SerializeToString())
+    path = tmp_path / "events.out.tfevents.1"
+    path.write_bytes(frame * (events.WAIT_LIMIT + 5))
+    reader = events.RunReader("r")
+    assert read_all(reader, str(path)) == []
+    assert (reader.series["raw"].kind, reader.series["raw"].waiting) == (events.OTHER, [])
+
+
+def test_a_second_pass_warns_about_nothing_the_first_did_not(tmp_path, monkeypatch):
+    future = event_pb2.Event(step=0, wall_time=1.0)
+    future.summary.CopyFrom(summary_pb.record_pb("future", {"i": 0}))
+    future.summary.value[0].metadata.plugin_data.content = b'{"version": 2}'
+    (tmp_path / "events.out.tfevents.1").write_bytes(
+        frames.frame(future.SerializeToString()) + record_frame(0, "t", {"i": 0}))
+    monkeypatch.setattr(events, "DEFAULT_BUDGET", 0)  # every run read twice
+    records, said = caught_warnings(lambda: list(tbkit.read_records(tmp_path)))
+    assert [r.tag for r in records] == ["t"]
+    assert len(said) == 1 and "schema version 2" in said[0]
+
+
 # -- text summaries --------------------------------------------------------------------------
 
 
@@ -198,7 +223,77 @@ def test_text_summaries_from_any_code_are_records_with_a_message(tmp_path):
     ]  # fmt: skip
 
 
+def test_each_tbkit_text_call_keeps_its_own_level_on_one_tag(tmp_path):
+    log = tbkit.SummaryLogger(str(tmp_path), every={"info": 1})
+
+    @log.train_step
+    def ok():
+        tbkit.text("status", "fine", level="info")
+
+    @log.train_step
+    def bad():
+        tbkit.text("status", "broken", level="error")
+
+    for step in (ok, bad, ok):
+        step()
+    log.close()
+    got = [(r.step, r.level, r.fields["message"]) for r in tbkit.read_records(tmp_path)]
+    assert got == [(0, "info", "fine"), (1, "error", "broken"), (2, "info", "fine")]
+
+
+def test_tbkit_text_refuses_what_is_not_one_string():
+    with tbkit.SummaryLogger(tempfile.mkdtemp()), pytest.raises(TbkitTypeError) as caught:
+        tbkit.text("t", tf.constant(3.0))
+    assert str(caught.value) == (
+        "tbkit.text('t') needs a scalar string (got dtype float32 and shape ()): format a number "
+        "with tf.strings.as_string, or log a record.")  # fmt: skip
+
+
+# -- tail -f ---------------------------------------------------------------------------------
+
+
+def test_tail_follow_prints_a_rewritten_steps_new_lines_only(tmp_path):
+    """The logging bridge writes a step's late lines by writing the step again with every line
+    so far: following shows each line once."""
+    path = tmp_path / "events.out.tfevents.1"
+    line = lambda m: json.dumps({"message": m, "level": "info"}).encode()  # noqa: E731
+    path.write_bytes(raw_frame(5, "log", [line("a"), line("b")]))
+    polls = []
+
+    def stopped():
+        polls.append(1)
+        if len(polls) == 1:
+            with open(path, "ab") as f:
+                f.write(raw_frame(5, "log", [line("a"), line("b"), line("c")]))
+                f.write(raw_frame(5, "log", [line("x")]))  # not a continuation: shown whole
+        return len(polls) == 2
+
+    out = io.StringIO()
+    tail.tail(tmp_path, out, follow=True, interval=0, stopped=stopped)
+    assert [text.rsplit("  ", 1)[1] for text in out.getvalue().splitlines()] == [
+        '{"message":"a"}', '{"message":"b"}', '{"message":"c"}', '{"message":"x"}']  # fmt: skip
+
+
 # -- one byte form ---------------------------------------------------------------------------
+
+
+def test_csv_columns_agree_when_a_pre_empted_record_had_a_field_first(tmp_path):
+    (tmp_path / "events.out.tfevents.1").write_bytes(
+        record_frame(0, "t", {"x": 0}) + record_frame(1, "t", {"y": 1})
+        + record_frame(1, "t", {"z": 1}) + record_frame(2, "t", {"y": 2}))  # fmt: skip
+    csv_text = run_cli("export", tmp_path, "--format", "csv")
+    assert csv_text.splitlines()[0] == "run,tag,step,wall_time,level,x,z,y"
+    assert plugin_export(tmp_path, "csv") == csv_text
+
+
+def test_runs_come_in_name_order_however_they_are_asked_for(tmp_path):
+    for run in ("b", "a"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "events.out.tfevents.1").write_bytes(record_frame(0, "t", {"r": run}))
+    page = plugin_for(tmp_path).records_impl(MultiDict([("run", "b"), ("run", "a")]))
+    assert [row["run"] for row in page["rows"]] == ["a", "b"]
+    lines = run_cli("export", tmp_path, "--run", "b", "--run", "a").splitlines()
+    assert [json.loads(line)["run"] for line in lines] == ["a", "b"]
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +348,12 @@ def strict(line: str):
         assert math.isfinite(value), f"{text} overflows a double"
         return value
 
-    return json.loads(line, parse_constant=no_constant, parse_float=finite)
+    def finite_int(text):
+        finite(text)
+        return int(text)
+
+    return json.loads(line, parse_constant=no_constant, parse_float=finite,
+                      parse_int=finite_int)  # fmt: skip
 
 
 def run_cli(*args) -> str:

@@ -39,6 +39,17 @@ def run_python(code: str, *args: str) -> str:
     return done.stdout
 
 
+def test_the_read_side_and_the_plugin_load_nothing_of_the_write_side():
+    out = run_python("""
+        import sys
+        import tbkit, tbkit.metadata, tbkit.read, tbkit.query, tbkit_plugin.plugin
+        tbkit.read_records, tbkit.Record, tbkit.read.to_pandas
+        print(sorted(m for m in sys.modules if m.startswith(("tbkit.summary", "tbkit.cli",
+                                                              "tbkit.integrations"))))
+    """)
+    assert out == "[]\n"
+
+
 def test_reader_side_does_not_import_tensorflow():
     out = run_python("""
         import sys

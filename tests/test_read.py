@@ -21,6 +21,7 @@ from tensorboard.compat.proto import summary_pb2
 import tbkit
 from tbkit import metadata
 from tbkit.data.errors import DataLossWarning, TbkitTypeError
+from tbkit.data.rows import json_line
 from tbkit.read import Record, read_records, to_pandas
 
 
@@ -348,9 +349,10 @@ LEVELS = "('debug', 'info', 'warning', 'error')"
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [
-        ('{"level": "info", "x": NaN}', "NaN is not strict JSON"),
-        ('{"level": "info", "x": -Infinity}', "-Infinity is not strict JSON"),
         ("[1]", "not a JSON object: b'[1]'"),
+        ('{"level": "info", "x": ' + "[" * 101 + "]" * 101 + "}", "nested deeper than 100 levels"),
+        ('{"level": "info", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+        ('{"level": "info", "tag": "mine"}', "field 'tag' is reserved for the event's tag"),
         ('{"x": 1}', f"'level' is None, not one of {LEVELS}"),
         ('{"level": "fatal"}', f"'level' is 'fatal', not one of {LEVELS}"),
         ("{", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
@@ -366,6 +368,29 @@ def test_objects_that_are_not_strict_json_are_skipped(tmp_path, bad, reason):
     (message,) = [str(w.message) for w in caught]
     prefix = "tbkit: skipped an object that does not parse in run 'r' tag 't' step 3: "
     assert message.startswith(prefix + reason)
+
+
+def test_other_writers_non_finite_numbers_and_lone_surrogates_are_read(tmp_path):
+    """Bare NaN/Infinity (Python's json.dumps), integers and floats beyond the double range,
+    and a lone surrogate escape: read, and written back as strict JSON (tbkit's strings and
+    U+FFFD)."""
+    objects = ['{"level": "info", "x": NaN, "y": -Infinity, "z": Infinity}',
+               '{"level": "info", "big": ' + "9" * 400 + ', "neg": -' + "9" * 400
+               + ', "ok": ' + str(2**64) + ', "f": 1e400, "pad": "' + "p" * 300 + '"}',
+               '{"level": "info", "s": "a\\ud800b", "pair": "\\ud83d\\ude00"}']  # fmt: skip
+    write_events(tmp_path / "r", [("t", 0, objects)])
+    records = read_quietly(tmp_path)
+    x = records[0].fields
+    assert math.isnan(x["x"]) and (x["y"], x["z"]) == (-math.inf, math.inf)
+    assert {k: records[1].fields[k] for k in ("big", "neg", "ok", "f")} == {
+        "big": math.inf, "neg": -math.inf, "ok": 2**64, "f": math.inf}  # fmt: skip
+    assert records[2].fields == {"s": "a\ufffdb", "pair": "\U0001f600"}
+    lines = [json_line(r) for r in records]
+    assert '"x":"NaN","y":"-Infinity","z":"Infinity"' in lines[0]
+    assert f'"big":"Infinity","neg":"-Infinity","ok":{2**64},"f":"Infinity"' in lines[1]
+    for line in lines:
+        line.encode("utf-8")  # no lone surrogate left
+        json.loads(line, parse_constant=pytest.fail)
 
 
 def test_objects_that_do_not_parse_warn_once_per_tag_then_count(tmp_path):

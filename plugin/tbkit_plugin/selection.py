@@ -80,7 +80,7 @@ def parse(args: Any, store: store_mod.Store) -> Selection:
         BadParameter: any other bad parameter (400).
     """
     known_runs = store.runs()
-    runs = tuple(dict.fromkeys(args.getlist("run"))) or tuple(known_runs)
+    runs = tuple(sorted(set(args.getlist("run")))) or tuple(known_runs)  # name order, as the CLI
     for run in runs:
         if run not in known_runs:
             raise UnknownName("run", run)
@@ -120,7 +120,7 @@ def parse(args: Any, store: store_mod.Store) -> Selection:
 def matching(store: store_mod.Store, sel: Selection) -> np.ndarray:
     """The ids of every row the selection matches, in order (call under ``store.lock``).
 
-    The default order (and the order of ties) is the runs in the order selected, each run's
+    The default order (and the order of ties) is the runs in name order, each run's
     records in write order.
     """
     arrays = store.arrays()

@@ -24,6 +24,7 @@ import json
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from tbkit.data import events
+from tbkit.data.errors import DataLossWarning
 from tbkit.data.levels import LEVELS, RANK
 from tbkit.data.metadata import BUILTIN_FIELDS
 from tbkit.data.rows import Record, flatten, json_line
@@ -213,11 +215,17 @@ class Store:
         line = json_line
         for _, datum in pending:
             of, n = datum.series, len(records)
-            for level, fields in events.objects(datum):
-                records.append(fields)
-                levels.append(level)
-                lines.append(line(Record(of.run, of.tag, datum.step, datum.wall_time, level,
-                                         fields)).encode("utf-8"))  # fmt: skip
+            try:
+                for level, fields in events.objects(datum):
+                    text = line(Record(of.run, of.tag, datum.step, datum.wall_time, level, fields))
+                    lines.append(text.encode("utf-8"))
+                    records.append(fields)
+                    levels.append(level)
+            except Exception as e:  # never lose the chunk (the reader has moved past it)
+                del lines[n:], records[n:], levels[n:]
+                warnings.warn(f"tbkit: skipped a datum that could not be indexed in run "
+                              f"{of.run!r} tag {of.tag!r} step {datum.step}: {e!r}",
+                              DataLossWarning, stacklevel=2)  # fmt: skip
             counts.append(len(records) - n)
         if not records:
             return

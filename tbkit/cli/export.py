@@ -89,22 +89,17 @@ class Export:
 
 def field_names(run: events.RunScan, tags: list[str] | None,
                 progress: events.Progress | None = None) -> list[str]:  # fmt: skip
-    """A run's flat field names: per tag in first-written order, each tag's in first-seen order
-    over all its data, keeping those that a record left after pre-emption has."""
+    """A run's flat field names: per tag in first-written order, each tag's in the order the
+    records left after pre-emption first hold them (the plugin's ``/schema`` order)."""
     order = [tag for tag in run.tags() if tags is None or tag in tags]
     seen: dict[str, dict[str, None]] = {tag: {} for tag in order}
-    alive: set[tuple[str, str]] = set()
-    for datum, survives in events.replay(run, tags, progress):
-        tag = datum.series.tag
-        names = seen[tag]
+    for datum in events.kept(run, tags, progress):
+        names = seen[datum.series.tag]
         for _, fields in events.objects(datum, quiet=True):
-            flat = rows.flatten(fields)
-            names.update(dict.fromkeys(flat))
-            if survives:
-                alive.update((tag, name) for name in flat)
+            names.update(dict.fromkeys(rows.flatten(fields)))
     out: dict[str, None] = {}
     for tag in order:
-        out.update(dict.fromkeys(name for name in seen[tag] if (tag, name) in alive))
+        out.update(seen[tag])
     return list(out)
 
 

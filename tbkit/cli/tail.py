@@ -23,7 +23,10 @@ _COLORS = {"debug": "\x1b[2m", "info": "\x1b[32m", "warning": "\x1b[33m", "error
 _RESET = "\x1b[0m"
 
 
-def _present(root: str, follower: events.Follower) -> Iterator[Record]:
+Printed = dict[tuple[str, str], tuple[int, list[bytes]]]  # (run, tag) → its last datum shown
+
+
+def _present(root: str, follower: events.Follower, printed: Printed) -> Iterator[Record]:
     """Every record there now, run by run after pre-emption; ``follower`` goes on from there."""
     for name, paths in _logdir.runs(root):
         run = events.scan(name, paths)
@@ -31,6 +34,7 @@ def _present(root: str, follower: events.Follower) -> Iterator[Record]:
         seen: dict[str, events.Series] = {}
         for datum in events.kept(run):
             seen[datum.series.tag] = datum.series
+            printed[name, datum.series.tag] = (datum.step, datum.values)
             yield from events.records(datum)
         events.warn_bad(seen.values())
 
@@ -39,9 +43,17 @@ def _by_time(numbered: tuple[int, Record]) -> tuple[float, int]:
     return numbered[1].wall_time, numbered[0]
 
 
-def _appended(follower: events.Follower) -> Iterator[Record]:
-    """The records appended since the last look, as written."""
+def _appended(follower: events.Follower, printed: Printed) -> Iterator[Record]:
+    """The records appended since the last look, as written. A datum that writes its tag's
+    last printed step again with more objects after the same ones (the logging bridge adds a
+    step's late lines that way) prints only the new ones."""
     for datum in follower.poll():
+        step, values, key = datum.step, datum.values, (datum.series.run, datum.series.tag)
+        last = printed.get(key)
+        if datum.restart and last is not None and last[0] == step \
+                and values[: len(last[1])] == last[1]:  # fmt: skip
+            datum = datum._replace(values=values[len(last[1]) :])
+        printed[key] = (step, values)
         yield from events.records(datum)
 
 
@@ -91,7 +103,8 @@ def tail(
             read += 1
             yield record
 
-    batch = counted(_present(root, follower))
+    printed: Printed = {}
+    batch = counted(_present(root, follower, printed))
     while True:
         try:
             if last is not None:  # the first look, cut to the most recent records
@@ -106,4 +119,4 @@ def tail(
         if not follow or stopped():
             return read
         time.sleep(interval)
-        batch = counted(_appended(follower))
+        batch = counted(_appended(follower, printed))

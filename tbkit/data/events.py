@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -35,6 +37,7 @@ from tbkit.data.metadata import RESERVED_FIELDS
 from tbkit.data.rows import Record
 
 TBKIT, TEXT, OTHER = "tbkit", "text", "other"  #: what a tag holds, once decided
+WAIT_LIMIT = 1000  #: string data a tag may hold back waiting for metadata; then it is not ours
 TEXT_PLUGIN = "text"  #: TensorBoard's text plugin
 _REPORT_EVERY = 1 << 18  # bytes between two progress reports
 Progress = Callable[[int], None]  # called with the number of bytes just read
@@ -64,20 +67,23 @@ class Datum(NamedTuple):
     # waited for their tag's metadata, which come when it does
     values: list[bytes]  # JSON objects (TBKIT) or messages (TEXT): the tensor's strings
     restart: bool  # pre-empts its tag's earlier data at this step or later
+    level: str | None = None  # TEXT: its records' level (its own metadata's mark, if any)
 
 
-def _decide(series: Series, meta: Any) -> None:
-    """Settle a tag from its first metadata (warning once when it is tbkit's but unreadable)."""
+def _decide(series: Series, meta: Any, quiet: bool) -> None:
+    """Settle a tag from its first metadata (warning, unless ``quiet``, when it is tbkit's but
+    unreadable)."""
     plugin = meta.plugin_data.plugin_name
+    warn = (lambda message: None) if quiet else frames.warn
     if plugin == metadata.PLUGIN_NAME:
         try:
             version = metadata.parse_plugin_content(meta.plugin_data.content)
         except ValueError as e:
-            frames.warn(f"skipping run {series.run!r} tag {series.tag!r}: {e}.")
+            warn(f"skipping run {series.run!r} tag {series.tag!r}: {e}.")
             series.kind = OTHER
             return
         if version > metadata.SCHEMA_VERSION:
-            frames.warn(
+            warn(
                 f"skipping run {series.run!r} tag {series.tag!r}: its records have schema "
                 f"version {version}, newer than version {metadata.SCHEMA_VERSION} that this "
                 "tbkit reads; upgrade tbkit."
@@ -149,7 +155,7 @@ class RunReader:
                         series = series_of[tag] = Series(self.name, tag)
                     kind = series.kind
                     if kind is None and value.metadata.plugin_data.plugin_name:
-                        _decide(series, value.metadata)
+                        _decide(series, value.metadata, self.quiet)
                         kind = series.kind
                         yield from self._release(series)
                     if kind == OTHER:
@@ -157,10 +163,17 @@ class RunReader:
                     tensor = value.tensor
                     if tensor.dtype != string:
                         continue
+                    level = None
+                    if kind == TEXT:  # each tbkit.text call marks its own level
+                        description = value.metadata.summary_description
+                        level = metadata.text_level(description) if description else series.level
                     datum = Datum(series, event.step, event.wall_time, self.seq,
-                                  list(tensor.string_val), False)  # fmt: skip
+                                  list(tensor.string_val), False, level)  # fmt: skip
                     if kind is None:
-                        series.waiting.append(datum)  # numbered when it is released
+                        if len(series.waiting) >= WAIT_LIMIT:  # no summary of a plugin: not ours
+                            series.kind, series.waiting = OTHER, []
+                        else:
+                            series.waiting.append(datum)  # numbered when it is released
                         continue
                     self.seq += 1
                     last = series.last_step
@@ -175,32 +188,78 @@ class RunReader:
         waiting, series.waiting = series.waiting, []
         if series.kind == OTHER:
             return
+        level = series.level if series.kind == TEXT else None
         for datum in waiting:
             last = series.last_step
             series.last_step = datum.step
             self.seq += 1
-            yield datum._replace(seq=self.seq - 1, restart=last is not None and datum.step <= last)
+            yield datum._replace(seq=self.seq - 1, restart=last is not None and datum.step <= last,
+                                 level=level)  # fmt: skip
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not strict JSON")
+def _int(text: str) -> int | float:
+    """A JSON integer; ±inf if no double holds it (as ``1e400`` reads), so it is written back
+    as ``"Infinity"`` / ``"-Infinity"``."""
+    value = int(text)
+    try:
+        float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+    return value
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# Bare NaN, Infinity and -Infinity (another writer's json.dumps) read as the numbers they
+# stand for; they are written back as tbkit's strings. Only a text of 309 characters or more can
+# hold an integer beyond the double range, so only such texts pay for checking every integer.
+_DECODER = json.JSONDecoder(parse_constant=float)
 _SCAN = _DECODER.scan_once
+_LONG_DECODER = json.JSONDecoder(parse_constant=float, parse_int=_int)
+_LONG = 309
+MAX_DEPTH = 100  #: deepest nesting of arrays and objects a record may have
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrub(value: Any) -> Any:
+    """Lone surrogates (``"\\ud800"`` in the JSON text), which no UTF-8 output can hold, as
+    U+FFFD, as the write side does."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests, counting no further than ``limit``."""
+    if limit <= 0 or not isinstance(value, dict | list):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in children), default=0)
 
 
 def _parse_object(raw: bytes) -> tuple[str, dict]:
     """A tbkit JSON object → ``(level, fields)``; ValueError if it is not one."""
     text = raw.decode("utf-8")
     try:
-        fields, end = _SCAN(text, 0)
-        if end != len(text):
-            raise ValueError
-    except (StopIteration, ValueError):  # leading or trailing space, or not JSON at all
-        fields = _DECODER.decode(text)
+        if len(text) >= _LONG:
+            fields = _LONG_DECODER.decode(text)
+        else:
+            try:
+                fields, end = _SCAN(text, 0)
+                if end != len(text):
+                    raise ValueError
+            except (StopIteration, ValueError):  # space around it, or not JSON at all
+                fields = _DECODER.decode(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     if type(fields) is not dict:
         raise ValueError(f"not a JSON object: {raw[:80]!r}")
+    if len(text) > 2 * MAX_DEPTH and _depth(fields, MAX_DEPTH + 1) > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if "\\ud" in text or "\\uD" in text:
+        fields = _scrub(fields)
     level = fields.pop("level", None)
     if level not in LEVELS:
         raise ValueError(f"'level' is {level!r}, not one of {LEVELS}")
@@ -216,11 +275,11 @@ def objects(datum: Datum, quiet: bool = False) -> Iterator[tuple[str, dict]]:
     (:func:`warn_bad`)."""
     series = datum.series
     if series.kind == TEXT:
-        level = series.level
+        level = datum.level or series.level
         for raw in datum.values:
             try:
                 message = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
+            except UnicodeDecodeError as e:  # a text summary is UTF-8 text
                 if not quiet:
                     _bad(datum, e)
                 continue
@@ -314,7 +373,7 @@ class RunScan:
 
 def _cost(datum: Datum) -> int:
     """About what holding a datum costs: its strings, and the objects around them."""
-    return 200 + sum(map(len, datum.values))
+    return 200 + 50 * len(datum.values) + sum(map(len, datum.values))
 
 
 def scan(
@@ -349,12 +408,11 @@ def scan(
     return RunScan(name, paths, reader, counts, restarts, held, reader.offsets())
 
 
-def replay(
+def kept(
     run: RunScan, tags: Iterable[str] | None = None, progress: Progress | None = None
-) -> Iterator[tuple[Datum, bool]]:
-    """Every datum of the run (of ``tags`` only, if given) in write order, with whether it
-    survives pre-emption: from memory, or from a second, quiet pass over exactly the bytes the
-    scan read."""
+) -> Iterator[Datum]:
+    """The run's data (of ``tags`` only, if given) in write order, after pre-emption: from
+    memory, or from a second, quiet pass over exactly the bytes the scan read."""
     wanted = None if tags is None else set(tags)
     data: Iterable[Datum]
     if run.kept is not None:
@@ -372,15 +430,7 @@ def replay(
         if wanted is not None and tag not in wanted:
             continue
         pre_empted = restarts.get(tag)
-        yield datum, pre_empted is None or pre_empted.survives(index, datum.step)
-
-
-def kept(
-    run: RunScan, tags: Iterable[str] | None = None, progress: Progress | None = None
-) -> Iterator[Datum]:
-    """The run's data (of ``tags`` only, if given) in write order, after pre-emption."""
-    for datum, alive in replay(run, tags, progress):
-        if alive:
+        if pre_empted is None or pre_empted.survives(index, datum.step):
             yield datum
 
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from tbkit.data.errors import TbkitTypeError, TbkitValueError, expected
 from tbkit.data.levels import LEVELS, RANK
 from tbkit.data.metadata import BUILTIN_FIELDS as _BUILTINS
-from tbkit.data.rows import NON_FINITE, flat
+from tbkit.data.rows import NON_FINITE, flat, flatten  # noqa: F401 (tbkit.query.flatten)
 
 MAX_LENGTH = 4096  #: longest query text, in characters
 MAX_DEPTH = 64  #: deepest nesting of parentheses and ``not``
