@@ -47,7 +47,7 @@ KINDS = {
         from tbkit.data import logdir
         start = time.perf_counter()
         count = 0
-        for _, paths in logdir.runs(root):
+        for _, paths in logdir.Logdir(root).runs():
             for path in paths:
                 for event in event_file_loader.EventFileLoader(path).Load():
                     count += 1
@@ -56,7 +56,7 @@ KINDS = {
         from tbkit.data import frames, logdir
         start = time.perf_counter()
         count = 0
-        for _, paths in logdir.runs(root):
+        for _, paths in logdir.Logdir(root).runs():
             for path in paths:
                 for _ in frames.FrameReader(path).read():
                     count += 1
@@ -65,7 +65,7 @@ KINDS = {
         from tbkit.data import events, logdir
         start = time.perf_counter()
         count = 0
-        for name, paths in logdir.runs(root):
+        for name, paths in logdir.Logdir(root).runs():
             for datum in events.RunReader(name).read(paths):
                 count += len(datum.values)
     """,
@@ -73,7 +73,7 @@ KINDS = {
         from tbkit.data import events, logdir
         start = time.perf_counter()
         count = 0
-        for name, paths in logdir.runs(root):
+        for name, paths in logdir.Logdir(root).runs():
             for datum in events.kept(events.scan(name, paths)):
                 for _ in events.objects(datum):
                     count += 1

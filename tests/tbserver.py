@@ -30,17 +30,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# TensorBoard as on a server without TensorFlow: every "tensorflow*" import fails, so TensorBoard
+# reads through its own file system layer (which reads s3:// with boto3).
+WITHOUT_TENSORFLOW = """
+import importlib.abc, sys
+
+class _NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("tensorflow"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, _NoTensorFlow())
+from tensorboard import main
+sys.argv[0] = "tensorboard"
+main.run_main()
+"""
+
+
 @contextlib.contextmanager
-def tensorboard(logdir: str, timeout: float = 60) -> Iterator[int]:
+def tensorboard(logdir: str, timeout: float = 60, without_tensorflow: bool = False
+                ) -> Iterator[int]:  # fmt: skip
     """Run TensorBoard on ``logdir`` until it lists the tbkit plugin as enabled; yield its port.
 
     Raises:
         RuntimeError: it exited, or did not list the plugin within ``timeout`` seconds.
     """
     port = free_port()
+    start = ["-c", WITHOUT_TENSORFLOW] if without_tensorflow else ["-m", "tensorboard.main"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-         "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, *start, "--logdir", str(logdir), "--host", "127.0.0.1",
+         "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

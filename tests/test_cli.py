@@ -402,7 +402,7 @@ def test_whole_runs_follow_tensorboards_rule_in_one_pass_or_two(items):
             with open(path, "ab") as f:
                 f.write(frame(record_event(step, tag, {"i": i}, metadata=with_metadata)))
         want = tensorboard_rule(items)
-        for name, paths in logdirs.runs(str(root)):
+        for name, paths in logdirs.Logdir(root).runs():
             for budget in (events.DEFAULT_BUDGET, 0):
                 run = events.scan(name, paths, events.Budget(budget))
                 assert (run.kept is None) == (budget == 0 and bool(run.counts))
@@ -436,7 +436,7 @@ def written_records(logdir: Path) -> list[tuple]:
     """Every tbkit and text record in write order, pre-empted ones too, read with TensorBoard's
     loader."""
     out = []
-    for run, paths in logdirs.runs(str(logdir)):
+    for run, paths in logdirs.Logdir(logdir).runs():
         for path in paths:
             for event in event_file_loader.EventFileLoader(path).Load():
                 for value in event.summary.value:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from tbkit.data import events
+from tbkit.data import logdir as _logdir
 from tbkit.data.errors import DataLossWarning
 from tbkit.data.levels import LEVELS, RANK
 from tbkit.data.metadata import BUILTIN_FIELDS
@@ -42,6 +43,7 @@ _BUILTINS = frozenset(BUILTIN_FIELDS)
 _BUILTIN_TYPES = {"run": "string", "tag": "string", "step": "number", "wall_time": "number",
                   "level": "string"}  # fmt: skip
 _FIRST_CHUNK, _MAX_CHUNK = 2_000, 50_000  # records per commit: small first, for a fast page
+_MAX_PAUSE = 30.0  # seconds between looks at an object store that has nothing new
 _log = logging.getLogger(__name__)
 
 
@@ -96,7 +98,8 @@ class Store:
         self.complete = False  #: whether the last look read every file to its end
         self.generation = 0  #: bumped by every change of the rows
         self.order_cache: Any = None  # (key, row order), kept by tbkit_plugin.selection
-        self._follower = events.Follower(logdir)
+        self._follower: events.Follower | None = None  # made on the first look
+        self._failed = ""  # the last listing or read error, said once
         self._runs: dict[str, _Run] = {}
         self.run_names: list[str] = []  # run id → name
         self.series: list[Series] = []
@@ -135,17 +138,32 @@ class Store:
                 self.load()
 
     def _loop(self) -> None:
+        pause = max(self.min_interval, 0.05)
         while True:
+            before = self.generation
             try:
                 self.load()
+            except _logdir.StorageError as e:  # keep serving what was read; look again later
+                if str(e) != self._failed:
+                    self._failed = str(e)
+                    _log.warning("tbkit: %s; serving what was read, retrying", e)
             except Exception:  # keep serving what was read; the next look tries again
                 _log.exception("tbkit: reading %s failed", self.logdir)
-            time.sleep(max(self.min_interval, 0.05))
+            else:
+                self._failed = ""
+            remote = self._follower is not None and self._follower.source.remote
+            if remote and self.generation == before:  # an object store with nothing new
+                pause = min(2 * pause, _MAX_PAUSE)
+            else:
+                pause = max(self.min_interval, 0.05)
+            time.sleep(pause)
 
     def load(self) -> None:
         """Read every file to its end, committing a chunk whenever enough records wait."""
         if not self.logdir:
             return
+        if self._follower is None:
+            self._follower = events.Follower(_logdir.Logdir(self.logdir))
         for datum in self._follower.poll():
             self.complete = False
             self._take(datum)

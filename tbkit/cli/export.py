@@ -133,16 +133,17 @@ def prepare(
         raise ExportError(f"unknown format {format!r} (use jsonl or csv)", 2)
     runs, tags = list(runs), list(tags)
     q = query.parse(where) if where is not None and where.strip() else None
-    root = _logdir.check(logdir)
-    found = _logdir.runs(root)
+    source = _logdir.Logdir(logdir).check()
+    root = source.url
+    found = source.runs()
     names = [name for name, _ in found]
     for run in runs:
         if run not in names:
             raise ExportError(f"no run {run!r} under {root!r}{_suggest(run, names)}", 2)
     chosen = [(name, paths) for name, paths in found if not runs or name in runs]
-    progress = track("scan", sum(_logdir.size(p) for _, paths in chosen for p in paths))
+    progress = track("scan", sum(source.size(p) for _, paths in chosen for p in paths))
     budget = events.Budget(MEMORY_BUDGET)
-    scans = [events.scan(name, paths, budget, progress) for name, paths in chosen]
+    scans = [events.scan(name, paths, budget, progress, source) for name, paths in chosen]
     known_tags = {tag for scan in scans for tag in scan.tags()}
     for tag in tags:
         if tag not in known_tags:

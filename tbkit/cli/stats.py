@@ -78,13 +78,14 @@ def _plugin(value: Any) -> str | None:
     return name or _VALUE_PLUGINS.get(value.WhichOneof("value"))
 
 
-def scan_run(name: str, paths: Iterable[str]) -> RunStats:
+def scan_run(name: str, paths: Iterable[str], source: _logdir.Logdir = _logdir.LOCAL
+             ) -> RunStats:  # fmt: skip
     """Tally one run's event files."""
     run = RunStats(name)
     for path in paths:
-        size, covered = _logdir.size(path), 0
+        size, covered = source.size(path), 0
         run.files += 1
-        for _, data in frames.FrameReader(path).read(size):
+        for _, data in frames.FrameReader(path, source=source).read(size):
             nbytes = frames.OVERHEAD + len(data)
             covered += nbytes
             try:
@@ -118,7 +119,8 @@ def collect(logdir: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         FileNotFoundError, NotADirectoryError: ``logdir`` is missing or not a directory.
     """
-    runs = [scan_run(name, paths) for name, paths in _logdir.runs(_logdir.check(logdir))]
+    source = _logdir.Logdir(logdir).check()
+    runs = [scan_run(name, paths, source) for name, paths in source.runs()]
     by_plugin: dict[str, list[Tally]] = {}
     tags = []
     for run in runs:

@@ -12,6 +12,7 @@ import collections
 import heapq
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
@@ -21,15 +22,16 @@ from tbkit.data.rows import Record
 
 _COLORS = {"debug": "\x1b[2m", "info": "\x1b[32m", "warning": "\x1b[33m", "error": "\x1b[1;31m"}
 _RESET = "\x1b[0m"
+_MAX_PAUSE = 30.0  # seconds between looks at an object store that has nothing new
 
 
 Printed = dict[tuple[str, str], tuple[int, list[bytes]]]  # (run, tag) → its last datum shown
 
 
-def _present(root: str, follower: events.Follower, printed: Printed) -> Iterator[Record]:
+def _present(follower: events.Follower, printed: Printed) -> Iterator[Record]:
     """Every record there now, run by run after pre-emption; ``follower`` goes on from there."""
-    for name, paths in _logdir.runs(root):
-        run = events.scan(name, paths)
+    for name, paths in follower.source.runs():
+        run = events.scan(name, paths, source=follower.source)
         follower.readers[name] = run.reader
         seen: dict[str, events.Series] = {}
         for datum in events.kept(run):
@@ -93,8 +95,7 @@ def tail(
     Raises:
         FileNotFoundError, NotADirectoryError: ``logdir`` is missing or not a directory.
     """
-    root = _logdir.check(logdir)
-    follower = events.Follower(root)
+    follower = events.Follower(_logdir.Logdir(logdir).check())
     read = 0
 
     def counted(records: Iterator[Record]) -> Iterator[Record]:
@@ -104,8 +105,10 @@ def tail(
             yield record
 
     printed: Printed = {}
-    batch = counted(_present(root, follower, printed))
+    batch = counted(_present(follower, printed))
+    failed, pause, first_look = "", interval, True
     while True:
+        before = read
         try:
             if last is not None:  # the first look, cut to the most recent records
                 recent = heapq.nlargest(last, enumerate(batch), key=_by_time)
@@ -113,10 +116,20 @@ def tail(
                 batch, last = (record for _, record in reversed(recent)), None
             for record in batch:
                 out.write(format_record(record, color) + "\n")
+            failed = ""
         except FileNotFoundError:
             pass  # a run folder removed during the walk: the next poll sees the new tree
+        except _logdir.StorageError as e:
+            if not follow or first_look:
+                raise  # the first look: the command fails with the message
+            if str(e) != failed:  # one line per new error, not per poll
+                failed = str(e)
+                warnings.warn(f"tbkit: {e}; retrying", RuntimeWarning, stacklevel=2)
         out.flush()
+        first_look = False
         if not follow or stopped():
             return read
-        time.sleep(interval)
+        if follower.source.remote:  # back off while an object store has nothing new
+            pause = interval if read > before else min(2 * pause, max(interval, _MAX_PAUSE))
+        time.sleep(pause)
         batch = counted(_appended(follower, printed))

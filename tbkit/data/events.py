@@ -102,13 +102,15 @@ class RunReader:
     """One run's event files, read on from where the last :meth:`read` stopped.
 
     Args:
-        name: the run's name (as :func:`tbkit.data.logdir.runs` gives it).
+        name: the run's name (as :meth:`tbkit.data.logdir.Logdir.runs` gives it).
         quiet: warn about nothing: a second pass over bytes a first pass has warned about.
+        source: the logdir, which opens the files (default: local files).
     """
 
-    def __init__(self, name: str, quiet: bool = False):
+    def __init__(self, name: str, quiet: bool = False, source: logdir.Logdir = logdir.LOCAL):
         self.name = name
         self.quiet = quiet
+        self.source = source
         self.files: dict[str, frames.FrameReader] = {}  # path → its reader, first-seen order
         self.series: dict[str, Series] = {}  # tag → series, first-seen order
         self.seq = 0  # data yielded so far
@@ -134,7 +136,7 @@ class RunReader:
         for path in paths:
             reader = self.files.get(path)
             if reader is None:
-                reader = self.files[path] = frames.FrameReader(path, self.quiet)
+                reader = self.files[path] = frames.FrameReader(path, self.quiet, self.source)
             reported = reader.offset
             limit = None if limits is None else limits.get(path, 0)
             for offset, data in reader.read(limit):
@@ -381,11 +383,12 @@ def scan(
     paths: list[str],
     budget: Budget | None = None,
     progress: Progress | None = None,
+    source: logdir.Logdir = logdir.LOCAL,
 ) -> RunScan:
     """Read a run once, noting each tag's restarts; keep its data too while ``budget`` lasts
     (then :func:`kept` needs no second pass). Damage is warned about here, once."""
     budget = Budget(DEFAULT_BUDGET) if budget is None else budget
-    reader = RunReader(name)
+    reader = RunReader(name, source=source)
     counts: dict[str, int] = {}
     restarts: dict[str, _Restarts] = {}
     held: list[Datum] | None = []
@@ -420,7 +423,8 @@ def kept(
         if progress is not None:
             progress(run.size)
     else:
-        data = RunReader(run.name, quiet=True).read(run.paths, run.limits, progress)
+        second = RunReader(run.name, quiet=True, source=run.reader.source)
+        data = second.read(run.paths, run.limits, progress)
     numbering: dict[str, int] = {}
     restarts = run.restarts
     for datum in data:
@@ -434,9 +438,11 @@ def kept(
             yield datum
 
 
-def run_records(name: str, paths: list[str], tag: str | None = None) -> Iterator[Record]:
+def run_records(
+    name: str, paths: list[str], tag: str | None = None, source: logdir.Logdir = logdir.LOCAL
+) -> Iterator[Record]:
     """A whole run's records after pre-emption (one pass while its data fit in memory)."""
-    run = scan(name, paths)
+    run = scan(name, paths, source=source)
     seen: dict[str, Series] = {}
     for datum in kept(run, None if tag is None else [tag]):
         seen[datum.series.tag] = datum.series
@@ -448,14 +454,18 @@ class Follower:
     """Every run of a logdir, read incrementally: each :meth:`poll` yields what was appended
     since the last one (new runs and files too), in write order per run, restarts marked."""
 
-    def __init__(self, root: str):
-        self.root = root
+    def __init__(self, source: logdir.Logdir):
+        self.source = source
         self.readers: dict[str, RunReader] = {}  #: run → its reader (a caller may seed one)
 
     def poll(self) -> Iterator[Datum]:
-        """The data appended since the last poll (the first: every datum), run by run."""
-        for name, paths in logdir.runs(self.root):
+        """The data appended since the last poll (the first: every datum), run by run.
+
+        Raises:
+            StorageError: the logdir is a URL that cannot be listed now.
+        """
+        for name, paths in self.source.runs():
             reader = self.readers.get(name)
             if reader is None:
-                reader = self.readers[name] = RunReader(name)
+                reader = self.readers[name] = RunReader(name, source=self.source)
             yield from reader.read(paths)

@@ -15,14 +15,13 @@ Nothing is warned twice, however often a growing file is read.
 
 from __future__ import annotations
 
-import os
-import stat
 import struct
 import warnings
 from collections.abc import Iterator
 
 import google_crc32c
 
+from tbkit.data import logdir
 from tbkit.data.errors import DataLossWarning
 
 HEADER = struct.Struct("<QI")  # data length, its masked CRC
@@ -55,16 +54,23 @@ class FrameReader:
     Args:
         path: the event file.
         quiet: warn about nothing (a second pass over data a first pass warned about).
+        source: the logdir it belongs to, which opens it (default: a local file).
     """
 
-    __slots__ = ("path", "offset", "quiet", "_scanning", "_unreadable")
+    __slots__ = ("path", "offset", "quiet", "source", "_scanning", "_unreadable")
 
-    def __init__(self, path: str, quiet: bool = False):
+    def __init__(self, path: str, quiet: bool = False, source: logdir.Logdir = logdir.LOCAL):
         self.path = path
+        self.source = source
         self.offset = 0  #: where the unread bytes start
         self.quiet = quiet
         self._scanning = False  # looking for the next intact frame after a bad length
         self._unreadable: str | None = None  # why the file could not be read, once warned
+
+    @property
+    def where(self) -> str:
+        """The file as messages name it (a URL for an object)."""
+        return self.source.show(self.path)
 
     def _warn(self, message: str) -> None:
         if not self.quiet:
@@ -73,6 +79,9 @@ class FrameReader:
     def read(self, limit: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Yield ``(offset, data)`` of the intact frames that end by ``limit`` (default: the
         file's size now), and advance :attr:`offset` past each frame as it is yielded."""
+        listed = self.source.listed_size(self.path)
+        if listed is not None and listed <= self.offset and not self._scanning:
+            return  # an object that has not grown: not even a request
         f = self._open()
         if f is None:
             return
@@ -85,21 +94,17 @@ class FrameReader:
             yield from self._careful(f, size)
 
     def _open(self):
-        """The file, opened for reading; None (warned once) if it cannot be read or is not a
-        regular file (opening a FIFO named like an event file would block for ever)."""
+        """The file, opened for reading; None (warned once per reason) if it cannot be."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError as e:  # gone since it was listed, or unreadable
+            f = self.source.open(self.path)
+        except OSError as e:  # gone since it was listed, unreadable, or not a regular file
             why = str(e)
         else:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                self._unreadable = None
-                return os.fdopen(fd, "rb")
-            os.close(fd)
-            why = "not a regular file"
+            self._unreadable = None
+            return f
         if self._unreadable != why:
             self._unreadable = why
-            self._warn(f"skipped event file {self.path}: {why}")
+            self._warn(f"skipped event file {self.source.show(self.path)}: {why}")
         return None
 
     def _intact(self, f, size: int) -> Iterator[tuple[int, bytes]]:
@@ -168,7 +173,7 @@ class FrameReader:
                     self.offset = offset + 1
                     continue
             if kind == "length":
-                self._warn(f"corrupt record length in {self.path} at byte offset {offset}; "
+                self._warn(f"corrupt record length in {self.where} at byte offset {offset}; "
                            "skipping to the next intact record.")  # fmt: skip
                 self._scanning = True
                 self.offset = offset + 1
@@ -177,5 +182,5 @@ class FrameReader:
             if kind == "ok":
                 yield offset, data
             else:
-                self._warn(f"skipped a corrupt record (data checksum mismatch) in {self.path} "
+                self._warn(f"skipped a corrupt record (data checksum mismatch) in {self.where} "
                            f"at byte offset {offset}.")  # fmt: skip

@@ -39,7 +39,8 @@ def read_records(
     """Read every tbkit record under ``logdir``; no TensorFlow needed.
 
     Args:
-        logdir: the directory TensorBoard would be pointed at.
+        logdir: the directory TensorBoard would be pointed at: a path, or any fsspec URL
+            (``s3://bucket/exp``, ``gs://…``; see docs/storage.md).
         run: only this run (exact name, e.g. ``"train"`` or ``"."``), or every run.
         tag: only this tag (exact), or every tag.
 
@@ -50,13 +51,14 @@ def read_records(
     Raises:
         FileNotFoundError: ``logdir`` does not exist.
         NotADirectoryError: ``logdir`` is not a directory.
+        StorageError: ``logdir`` is a URL that cannot be listed (the message says why).
         TbkitTypeError: ``run`` or ``tag`` is neither a str nor None.
     """
     _check_filters(run, tag)
-    root = _logdir.check(logdir)
+    source = _logdir.Logdir(logdir).check()
     runs = (
-        events.run_records(name, paths, tag)
-        for name, paths in _logdir.runs(root)
+        events.run_records(name, paths, tag, source)
+        for name, paths in source.runs()
         if run in (None, name)
     )
     return itertools.chain.from_iterable(runs)
@@ -90,7 +92,7 @@ def to_pandas(
         import pandas
     except ImportError as e:
         raise ImportError("tbkit.read.to_pandas needs pandas: pip install pandas") from e
-    if isinstance(source, str | os.PathLike):
+    if isinstance(source, str | os.PathLike):  # a logdir
         records: Iterable[Record] = read_records(source, run=run, tag=tag)
     else:
         _check_filters(run, tag)

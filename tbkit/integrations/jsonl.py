@@ -64,6 +64,10 @@ class JsonLinesHandler(QueuedHandler):
     ):
         if not isinstance(path, (str, os.PathLike)):
             raise TbkitTypeError(expected("path", "a file path (str or os.PathLike)", path))
+        if "://" in os.fspath(path):
+            raise TbkitValueError(
+                expected("path", "a local file path (it rotates files by renaming them; "
+                         "sync the file to object storage)", os.fspath(path)))  # fmt: skip
         if run is not None and not isinstance(run, str):
             raise TbkitTypeError(expected("run", "a str or None", run))
         self._max_bytes = _count("max_bytes", max_bytes)

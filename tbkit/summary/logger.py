@@ -59,6 +59,23 @@ def _close(hooks: list[Callable[[], None]], writer, flag: OpenFlag) -> None:
         raise failures[0]
 
 
+def _check_writable(logdir: str) -> None:
+    """Refuse, at construction, a URL whose scheme TensorFlow's file systems cannot write
+    (TensorFlow 2.21: local paths and gs://; s3:// needs tensorflow-io), rather than fail at
+    the first flush."""
+    if "://" not in logdir:
+        return
+    scheme = logdir.split("://", 1)[0]
+    known = sorted(s for s in tf.io.gfile.get_registered_schemes() if s)
+    if scheme not in known:
+        raise TbkitValueError(
+            f"'logdir' {logdir!r}: TensorFlow cannot write {scheme}:// URLs (it writes local "
+            f"paths and {', '.join(s + '://' for s in known)}). Write to a local folder and "
+            f"sync it to {scheme}:// (for example `aws s3 sync` or `gcloud storage rsync`); "
+            "tbkit and TensorBoard read it there (docs/storage.md)."
+        )
+
+
 class SummaryLogger(tf.Module):
     """Writes one run: scalars, histograms and records sampled per level, decided in the graph.
 
@@ -95,6 +112,7 @@ class SummaryLogger(tf.Module):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise TbkitValueError(expected(arg, "a positive int", value))
         self._logdir = os.fspath(logdir)
+        _check_writable(self._logdir)
         self._schedules = tuple(schedule.resolve_every(every)[name] for name in levels.LEVELS)
         self._owns_step = step is None
         self.step = _step_variable(step)

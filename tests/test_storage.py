@@ -1,0 +1,270 @@
+"""Logdirs in object storage: s3:// through a real S3 API (moto's server on 127.0.0.1) read by
+read_records, the CLI, the plugin's store and a real TensorBoard, against the same logdir read
+locally; listing-only refreshes, appended objects, and errors that name the URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import pytest
+import tbserver
+import tensorflow as tf
+from s3server import client_env, moto_server
+from werkzeug.datastructures import MultiDict
+
+import tbkit
+from tbkit.cli import tail
+from tbkit.data import events, frames
+from tbkit.data.errors import TbkitValueError
+from tbkit.data.logdir import Logdir, StorageError
+from tbkit.read import to_pandas
+from tbkit_plugin.plugin import TbkitPlugin
+
+TBKIT = os.path.join(os.path.dirname(sys.executable), "tbkit")
+BUCKET = "tbkit-logs"
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory) -> Path:
+    """exp/train (records and text, resumed at step 3) and exp/validation, written by tbkit."""
+    root = tmp_path_factory.mktemp("local")
+
+    def train(first: int, steps: int) -> None:
+        log = tbkit.SummaryLogger(root / "exp" / "train", every={"info": 1},
+                                  step=tf.Variable(first, dtype=tf.int64))  # fmt: skip
+
+        @log.train_step(advance=True)
+        def step(x):
+            tbkit.record("train", {"loss": 1.0 / (x + 1.0), "opt": {"lr": 0.1}, "note": "a,b"})
+            tbkit.text("msg", tf.strings.as_string(x), level="warning")
+
+        with log:
+            for i in range(steps):
+                step(tf.constant(float(first + i)))
+
+    train(0, 6)
+    train(3, 2)
+    log = tbkit.SummaryLogger(root / "exp" / "validation", every={"info": 1})
+
+    @log.train_step
+    def evaluate(acc):
+        tbkit.record("eval", {"acc": acc, "ok": acc > 0.5})
+
+    with log:
+        for acc in (0.25, 0.75):
+            evaluate(tf.constant(acc))
+    return root
+
+
+@pytest.fixture(scope="module")
+def s3(local, tmp_path_factory):
+    """The local logdir uploaded to a bucket of a moto S3 server; yields (URL, request log)."""
+    request_log = tmp_path_factory.mktemp("moto") / "requests.log"
+    with moto_server(request_log) as endpoint, pytest.MonkeyPatch.context() as patch:
+        for name, value in client_env(endpoint).items():
+            patch.setenv(name, value)
+        fs = Logdir(f"s3://{BUCKET}").fs
+        fs.mkdir(BUCKET)
+        for path in sorted(local.rglob("*tfevents*")):
+            fs.put_file(str(path), f"{BUCKET}/logs/{path.relative_to(local)}")
+        yield f"s3://{BUCKET}/logs", request_log
+
+
+def rows(records) -> list[tuple]:
+    return [(r.run, r.tag, r.step, r.wall_time, r.level, r.fields) for r in records]
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([TBKIT, *map(str, args)], capture_output=True, timeout=300)
+
+
+def plugin_for(logdir) -> TbkitPlugin:
+    context = type("Context", (), {"logdir": str(logdir)})()
+    return TbkitPlugin(context, min_interval=0, background=False)
+
+
+def test_read_records_and_pandas_over_s3_equal_a_local_read(local, s3):
+    url, _ = s3
+    want = rows(tbkit.read_records(local))
+    assert len(want) == 12 and {r[1] for r in want} == {"train", "msg", "eval"}  # 5 + 5 + 2
+    assert rows(tbkit.read_records(url)) == want
+    assert rows(tbkit.read_records(url, run="exp/validation")) == [
+        r for r in want if r[0] == "exp/validation"]  # fmt: skip
+    assert to_pandas(url).equals(to_pandas(local))
+
+
+@pytest.mark.parametrize(
+    "args", [["export"], ["export", "--format", "csv"], ["export", "--where", "loss < 0.3"],
+             ["tail", "-n", "5"], ["stats", "--json"]],  # fmt: skip
+    ids=["jsonl", "csv", "where", "tail", "stats"],
+)
+def test_the_command_line_over_s3_prints_what_it_prints_for_the_local_logdir(local, s3, args):
+    url, _ = s3
+    remote, here = run_cli(args[0], url, *args[1:]), run_cli(args[0], local, *args[1:])
+    assert (remote.returncode, remote.stderr) == (0, b""), remote.stderr
+    assert here.returncode == 0
+    if args[0] == "stats":
+        remote_report, local_report = json.loads(remote.stdout), json.loads(here.stdout)
+        assert (remote_report.pop("logdir"), local_report.pop("logdir")) == (url, str(local))
+        assert remote_report == local_report
+    else:
+        assert remote.stdout == here.stdout and remote.stdout
+
+
+def test_the_plugins_store_over_s3_serves_the_local_bytes(local, s3):
+    url, _ = s3
+    for fmt in ("jsonl", "csv"):
+        chunks, _, _ = plugin_for(url).export_impl(MultiDict({"format": fmt}))
+        local_chunks, _, _ = plugin_for(local).export_impl(MultiDict({"format": fmt}))
+        assert b"".join(chunks) == b"".join(local_chunks)
+
+
+def test_a_tensorboard_without_tensorflow_serves_an_s3_logdir_in_the_tbkit_tab(local, s3):
+    """TensorBoard itself refuses s3:// when TensorFlow (without tensorflow-io) is installed;
+    on a TensorBoard-only server it reads s3:// with boto3, and the tbkit tab with fsspec."""
+    url, _ = s3
+    with tbserver.tensorboard(url, without_tensorflow=True) as port:
+        base = f"http://127.0.0.1:{port}/data/plugin/tbkit"
+        deadline = time.monotonic() + 60  # a guard against hanging, not a timing
+        while not (runs := json.load(urllib.request.urlopen(base + "/runs")))["complete"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert runs["runs"] == plugin_for(local).runs_impl()["runs"]
+        with urllib.request.urlopen(base + "/export?format=jsonl") as response:
+            body = response.read()
+        chunks, _, _ = plugin_for(local).export_impl(MultiDict({"format": "jsonl"}))
+        assert body == b"".join(chunks)
+
+
+def new_requests(request_log: Path, since: int) -> list[str]:
+    """The S3 requests moto logged after byte ``since`` of its log: ``METHOD /path?query``."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", request_log.read_bytes()[since:].decode(errors="replace"))
+    return [line.split('"')[1].split(" HTTP/")[0] for line in text.splitlines() if '"' in line]
+
+
+def test_a_refresh_with_nothing_new_only_lists_and_an_append_reads_only_the_new_bytes(s3):
+    url, request_log = s3
+    source = Logdir(url)
+    fs = source.fs
+    key = f"{BUCKET}/growing/run/events.out.tfevents.1"
+    first = b"".join(frames.frame(e) for e in _events(0, 40))
+    fs.pipe_file(key, first)
+    follower = events.Follower(Logdir(f"s3://{BUCKET}/growing"))
+    assert sum(len(d.values) for d in follower.poll()) == 40
+    mark = request_log.stat().st_size
+    assert list(follower.poll()) == []
+    requests = new_requests(request_log, mark)
+    assert requests and all(r.startswith(f"GET /{BUCKET}?list-type=2") for r in requests)
+    more = b"".join(frames.frame(e) for e in _events(40, 45))
+    fs.pipe_file(key, first + more)  # the object is uploaded again, grown
+    mark = request_log.stat().st_size
+    assert [d.step for d in follower.poll()] == list(range(40, 45))
+    reads = [r for r in new_requests(request_log, mark) if not r.startswith(f"GET /{BUCKET}?")]
+    assert reads == [f"GET /{BUCKET}/growing/run/events.out.tfevents.1"]  # one ranged GET
+    assert follower.readers["run"].files[key].offset == len(first) + len(more)
+
+
+def _events(start: int, stop: int) -> list[bytes]:
+    from tensorboard.compat.proto import event_pb2
+
+    from tbkit.summary import summary_pb
+
+    out = []
+    for step in range(start, stop):
+        event = event_pb2.Event(step=step, wall_time=1_700_000_000 + step)
+        event.summary.CopyFrom(summary_pb.record_pb("t", {"i": step}))
+        out.append(event.SerializeToString())
+    return out
+
+
+def test_tail_follow_sees_records_appended_to_an_object_uploaded_again(s3):
+    url, _ = s3
+    fs = Logdir(url).fs
+    key = f"{BUCKET}/tailed/run/events.out.tfevents.1"
+    fs.pipe_file(key, b"".join(frames.frame(e) for e in _events(0, 3)))
+    polls = []
+
+    def stopped():
+        polls.append(1)
+        if len(polls) == 1:
+            fs.pipe_file(key, b"".join(frames.frame(e) for e in _events(0, 5)))
+        return len(polls) == 2
+
+    import io
+
+    out = io.StringIO()
+    assert tail.tail(f"s3://{BUCKET}/tailed", out, follow=True, interval=0.01,
+                     stopped=stopped) == 5  # fmt: skip
+    assert [line.split("  ")[3] for line in out.getvalue().splitlines()] == [
+        f"step {i}" for i in range(5)]  # fmt: skip
+
+
+def test_errors_name_the_url_in_one_line(s3):
+    url, _ = s3
+    done = run_cli("export", f"s3://no-such-bucket-{os.getpid()}/logs")
+    assert (done.returncode, done.stdout) == (1, b"")
+    assert done.stderr.decode() == (
+        f"tbkit export: logdir 's3://no-such-bucket-{os.getpid()}/logs' does not exist\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID",
+                                                             "AWS_SECRET_ACCESS_KEY")}
+    done = subprocess.run([TBKIT, "stats", url], capture_output=True, env=env, timeout=300)
+    assert (done.returncode, done.stdout) == (1, b"")
+    assert done.stderr.decode() == (
+        f"tbkit stats: cannot list {url}: no credentials found; set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run `aws configure`\n")
+    with pytest.raises(StorageError) as caught:
+        tbkit.read_records("abfs://container/logs")  # no backend installed for it
+    assert str(caught.value).startswith(
+        "reading abfs://container/logs needs an fsspec backend for abfs://: ")
+
+
+def test_the_plugin_keeps_what_it_read_when_the_bucket_goes_away(s3):
+    url, _ = s3
+    fs = Logdir(url).fs
+    fs.mkdir("short-lived")
+    fs.pipe_file("short-lived/logs/run/events.out.tfevents.1",
+                 b"".join(frames.frame(e) for e in _events(0, 4)))  # fmt: skip
+    plugin = plugin_for("s3://short-lived/logs")
+    assert plugin.runs_impl()["runs"] == {"run": {"t": 4}}
+    fs.rm("short-lived", recursive=True)
+    assert plugin.runs_impl()["runs"] == {"run": {"t": 4}}
+
+
+def test_a_summary_logger_refuses_a_scheme_tensorflow_cannot_write():
+    with pytest.raises(TbkitValueError) as caught:
+        tbkit.SummaryLogger("s3://bucket/run")
+    message = str(caught.value)
+    assert message.startswith("'logdir' 's3://bucket/run': TensorFlow cannot write s3:// URLs")
+    assert "gs://" in message and "sync it to s3://" in message
+
+
+def test_the_json_lines_handler_refuses_a_url():
+    with pytest.raises(TbkitValueError) as caught:
+        tbkit.JsonLinesHandler("s3://bucket/app.jsonl")
+    assert str(caught.value) == (
+        "'path' must be a local file path (it rotates files by renaming them; sync the file to "
+        "object storage) (got 's3://bucket/app.jsonl' that is a <class 'str'>).")  # fmt: skip
+
+
+def test_warnings_about_an_object_name_its_url(s3):
+    url, _ = s3
+    fs = Logdir(url).fs
+    good = frames.frame(_events(0, 1)[0])
+    bad = bytearray(frames.frame(_events(1, 2)[0]))
+    bad[-1] ^= 0xFF
+    key = f"{BUCKET}/damaged/run/events.out.tfevents.1"
+    fs.pipe_file(key, good + bytes(bad))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [r.step for r in tbkit.read_records(f"s3://{BUCKET}/damaged")] == [0]
+    assert [str(w.message) for w in caught] == [
+        f"tbkit: skipped a corrupt record (data checksum mismatch) in s3://{key} at byte "
+        f"offset {len(good)}."]  # fmt: skip
