@@ -119,9 +119,10 @@ print(json.dumps({"seconds": elapsed, "count": count, "extra": extra,
 """
 
 
-def write_logdir(root: Path, runs: int, per_run: int) -> tuple[Path, Path]:
-    """tbkit records of ten fields under ``root/run<r>``, and the bytes of APPENDED more records
-    for run0 (written by the store's measurement, after its first load)."""
+def write_logdir(root: Path, runs: int, per_run: int, appended: int = APPENDED
+                 ) -> tuple[Path, Path]:  # fmt: skip
+    """tbkit records of ten fields under ``root/run<r>``, and a file with the bytes of
+    ``appended`` more records for run0 (to append after a first load); return both paths."""
     event = event_pb2.Event(summary=summary_pb.record_pb(TAG, {"x": 0}))
     value = event.summary.value[0]
 
@@ -139,7 +140,7 @@ def write_logdir(root: Path, runs: int, per_run: int) -> tuple[Path, Path]:
             for first in range(0, per_run, 50_000):
                 f.write(frames_of(r, first, min(first + 50_000, per_run)))
     tail = root.parent / "appended.bin"
-    tail.write_bytes(frames_of(0, per_run, per_run + APPENDED))
+    tail.write_bytes(frames_of(0, per_run, per_run + appended))
     return next((root / "run0").iterdir()), tail
 
 

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-from tbkit.data import events, query, rows
+from tbkit.data import events, parquet, query, rows
 from tbkit.data import logdir as _logdir
 from tbkit.data.errors import TbkitError
 from tbkit.data.metadata import BUILTIN_FIELDS
 from tbkit.data.rows import Record
 
-FORMATS = ("jsonl", "csv")
+FORMATS = ("jsonl", "csv", "parquet")
 MEMORY_BUDGET = 512 << 20  #: bytes of data an export may keep to read each file once
 
 #: ``track(description, total_bytes)`` returns the callback a pass reports its bytes to.
@@ -87,6 +87,23 @@ class Export:
         return count
 
 
+    def write_parquet(self, out: str, track: Tracker = _no_tracker) -> int:
+        """Write the matching records as Parquet under ``out`` (a new or empty folder or URL),
+        one ``run=<name>/`` folder per run (:mod:`tbkit.data.parquet`); return how many."""
+        target = _logdir.Logdir(out)
+        parquet.check_output(target)
+        progress = track("export", 2 * sum(run.size for run in self.runs))  # types, then rows
+        count = 0
+        for run in self.runs:
+
+            def records(run: events.RunScan = run) -> Iterator[Record]:
+                for datum in events.kept(run, self.tags, progress):
+                    yield from events.records(datum)
+
+            count += parquet.write_run(target, target.root, run.name, records, self.where)
+        return count
+
+
 def field_names(run: events.RunScan, tags: list[str] | None,
                 progress: events.Progress | None = None) -> list[str]:  # fmt: skip
     """A run's flat field names: per tag in first-written order, each tag's in the order the
@@ -130,7 +147,7 @@ def prepare(
         ExportError: an unknown run or tag (code 2) or no records at all (code 1).
     """
     if format not in FORMATS:
-        raise ExportError(f"unknown format {format!r} (use jsonl or csv)", 2)
+        raise ExportError(f"unknown format {format!r} (use jsonl, csv or parquet)", 2)
     runs, tags = list(runs), list(tags)
     q = query.parse(where) if where is not None and where.strip() else None
     source = _logdir.Logdir(logdir).check()

@@ -116,21 +116,29 @@ def _progress_bars(show: bool):
 def _export(args: argparse.Namespace) -> int:
     from tbkit.cli import export
     from tbkit.data import query
+    from tbkit.data.errors import TbkitValueError
 
     fmt = args.format or ("csv" if (args.output or "").lower().endswith(".csv") else "jsonl")
+    if fmt == "parquet" and not args.output:
+        raise CommandError("--format parquet writes a folder: give it with -o DIR", 2)
     to_terminal = args.output is None and sys.stdout.isatty()
     show = sys.stderr.isatty() and not to_terminal
     with _progress_bars(show) as track:
         try:
             job = export.prepare(args.logdir, runs=args.runs or (), tags=args.tags or (),
                                  where=args.where, format=fmt, track=track)  # fmt: skip
+            if fmt == "parquet":
+                count = job.write_parquet(args.output, track)
         except query.QueryError as e:
             raise CommandError(f"--where: {e.message} at {e.position}", 2) from None
         except export.ExportError as e:
             raise CommandError(str(e), e.code) from None
-        output = _atomic_output(args.output) if args.output else _utf8_stdout()
-        with output as out:
-            count = job.write(out, track)
+        except (TbkitValueError, ImportError) as e:  # a used output folder, no pyarrow
+            raise CommandError(str(e), 2) from None
+        if fmt != "parquet":
+            output = _atomic_output(args.output) if args.output else _utf8_stdout()
+            with output as out:
+                count = job.write(out, track)
     if show:
         print(f"{count} records to {args.output or 'stdout'}", file=sys.stderr)
     return 0
@@ -225,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--format",
-        choices=("jsonl", "csv"),
-        help="default: csv if --output ends in .csv, else jsonl",
+        choices=("jsonl", "csv", "parquet"),
+        help="default: csv if --output ends in .csv, else jsonl; parquet writes a folder "
+             "(-o DIR) with one run=NAME/ folder per run",
     )
     export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     export.set_defaults(run=_export)

@@ -205,5 +205,31 @@ class Logdir:
         return os.fdopen(fd, "rb")
 
 
+    # Writing (exports).
+
+    def exists_with_files(self) -> bool:
+        """Whether the location holds any file (an output folder that is not new or empty)."""
+        if self.remote:
+            try:
+                return bool(self.fs.find(self.root, maxdepth=None))
+            except FileNotFoundError:
+                return False
+            except Exception as e:
+                raise _explain(self.url, "list", e) from e
+        if os.path.isfile(self.root):
+            return True
+        return any(files for _, _, files in os.walk(self.root))
+
+    def create(self, path: str) -> BinaryIO:
+        """A new file at ``path`` (below this location), its folders made as needed."""
+        if self.remote:
+            try:
+                return self.fs.open(path, "wb")
+            except Exception as e:
+                raise _explain(self.fs.unstrip_protocol(path), "write", e) from e
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return open(path, "wb")  # noqa: SIM115 (the caller closes it)
+
+
 #: The source of event files given by path alone (local files).
 LOCAL = Logdir(".")

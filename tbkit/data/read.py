@@ -19,12 +19,13 @@ from tbkit.data import events
 from tbkit.data import logdir as _logdir
 from tbkit.data.errors import TbkitTypeError, expected
 from tbkit.data.metadata import BUILTIN_FIELDS
+from tbkit.data.parquet import to_parquet  # noqa: F401 (tbkit.read.to_parquet)
 from tbkit.data.rows import NON_FINITE, Record, flat
 
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["Record", "read_records", "to_pandas"]
+__all__ = ["Record", "read_records", "to_pandas", "to_parquet"]
 
 
 def _check_filters(run: Any, tag: Any) -> None:
