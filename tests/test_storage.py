@@ -1,6 +1,7 @@
-"""Logdirs in object storage: s3:// through a real S3 API (moto's server on 127.0.0.1) read by
-read_records, the CLI, the plugin's store and a real TensorBoard, against the same logdir read
-locally; listing-only refreshes, appended objects, and errors that name the URL."""
+"""Logdirs in object storage: s3:// through a real S3 API (moto's server on 127.0.0.1) and gs://
+through a GCS emulator, read by read_records, the CLI, the plugin's store and (s3://) a real
+TensorBoard, against the same logdir read locally; listing-only refreshes, appended objects,
+Parquet to a bucket, and errors that name the URL."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import tbserver
 import tensorflow as tf
-from s3server import client_env, moto_server
+from objectstores import client_env, gcs_emulator, gcs_env, moto_server
 from werkzeug.datastructures import MultiDict
 
 import tbkit
@@ -78,6 +79,26 @@ def s3(local, tmp_path_factory):
         yield f"s3://{BUCKET}/logs", request_log
 
 
+@pytest.fixture(scope="module")
+def gs(local, tmp_path_factory):
+    """The local logdir uploaded to a bucket of a GCS emulator; yields (URL, server log)."""
+    server_log = tmp_path_factory.mktemp("gcs") / "server.log"
+    with gcs_emulator(server_log) as endpoint, pytest.MonkeyPatch.context() as patch:
+        for name, value in gcs_env(endpoint).items():
+            patch.setenv(name, value)
+        fs = Logdir(f"gs://{BUCKET}").fs
+        fs.mkdir(BUCKET)
+        for path in sorted(local.rglob("*tfevents*")):
+            fs.put_file(str(path), f"{BUCKET}/logs/{path.relative_to(local)}")
+        yield f"gs://{BUCKET}/logs", server_log
+
+
+@pytest.fixture(params=["s3", "gs"])
+def remote(request):
+    """Each object store in turn: (URL of the uploaded logdir, server log)."""
+    return request.getfixturevalue(request.param)
+
+
 def rows(records) -> list[tuple]:
     return [(r.run, r.tag, r.step, r.wall_time, r.level, r.fields) for r in records]
 
@@ -91,8 +112,8 @@ def plugin_for(logdir) -> TbkitPlugin:
     return TbkitPlugin(context, min_interval=0, background=False)
 
 
-def test_read_records_and_pandas_over_s3_equal_a_local_read(local, s3):
-    url, _ = s3
+def test_read_records_and_pandas_from_a_bucket_equal_a_local_read(local, remote):
+    url, _ = remote
     want = rows(tbkit.read_records(local))
     assert len(want) == 12 and {r[1] for r in want} == {"train", "msg", "eval"}  # 5 + 5 + 2
     assert rows(tbkit.read_records(url)) == want
@@ -106,8 +127,10 @@ def test_read_records_and_pandas_over_s3_equal_a_local_read(local, s3):
              ["tail", "-n", "5"], ["stats", "--json"]],  # fmt: skip
     ids=["jsonl", "csv", "where", "tail", "stats"],
 )
-def test_the_command_line_over_s3_prints_what_it_prints_for_the_local_logdir(local, s3, args):
-    url, _ = s3
+def test_the_command_line_on_a_bucket_prints_what_it_prints_for_the_local_logdir(
+    local, remote, args
+):
+    url, _ = remote
     remote, here = run_cli(args[0], url, *args[1:]), run_cli(args[0], local, *args[1:])
     assert (remote.returncode, remote.stderr) == (0, b""), remote.stderr
     assert here.returncode == 0
@@ -119,8 +142,8 @@ def test_the_command_line_over_s3_prints_what_it_prints_for_the_local_logdir(loc
         assert remote.stdout == here.stdout and remote.stdout
 
 
-def test_the_plugins_store_over_s3_serves_the_local_bytes(local, s3):
-    url, _ = s3
+def test_the_plugins_store_on_a_bucket_serves_the_local_bytes(local, remote):
+    url, _ = remote
     for fmt in ("jsonl", "csv"):
         chunks, _, _ = plugin_for(url).export_impl(MultiDict({"format": fmt}))
         local_chunks, _, _ = plugin_for(local).export_impl(MultiDict({"format": fmt}))
@@ -244,6 +267,24 @@ def test_a_summary_logger_refuses_a_scheme_tensorflow_cannot_write():
     message = str(caught.value)
     assert message.startswith("'logdir' 's3://bucket/run': TensorFlow cannot write s3:// URLs")
     assert "gs://" in message and "sync it to s3://" in message
+
+
+def test_parquet_goes_to_a_bucket_too(local, remote):
+    import pyarrow.parquet as pq
+
+    url, _ = remote
+    out = url.replace("/logs", "/parquet")
+    assert tbkit.read.to_parquet(url, out) == 12
+    fs = Logdir(out).fs
+    files = sorted(fs.find(f"{BUCKET}/parquet"))
+    assert files == [f"{BUCKET}/parquet/run=exp%2Ftrain/part-0.parquet",
+                     f"{BUCKET}/parquet/run=exp%2Fvalidation/part-0.parquet"]  # fmt: skip
+    counts = [pq.read_table(fs.open(f, "rb")).num_rows for f in files]
+    records = list(tbkit.read_records(local))
+    assert counts == [sum(r.run == run for r in records) for run in ("exp/train",
+                                                                     "exp/validation")]
+    with pytest.raises(TbkitValueError, match="is not empty"):
+        tbkit.read.to_parquet(url, out)
 
 
 def test_the_json_lines_handler_refuses_a_url():
