@@ -9,6 +9,7 @@ test starts. Nothing reaches off the machine: the EC2 and GCE metadata probes ar
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -39,10 +40,18 @@ def gcs_env(endpoint: str) -> dict[str, str]:
             "GOOGLE_APPLICATION_CREDENTIALS": ""}  # fmt: skip
 
 
+#: fsspec's configuration for s3fs (the ``FSSPEC_S3`` variable): short timeouts and one attempt
+#: per request, so a test sees a paused server's error in seconds, not minutes.
+SHORT_TIMEOUTS = '{"config_kwargs": {"connect_timeout": 1, "read_timeout": 2, "retries": ' \
+                 '{"max_attempts": 1}}}'  # fmt: skip
+
+
 @contextlib.contextmanager
-def _serving(command: list[str], ready: str, log: Path, timeout: float) -> Iterator[None]:
+def _serving(command: list[str], ready: str, log: Path, timeout: float,
+             env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:  # fmt: skip
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                env=None if env is None else {**os.environ, **env})  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -55,19 +64,31 @@ def _serving(command: list[str], ready: str, log: Path, timeout: float) -> Itera
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{command[2]} did not start: {log.read_text()}") from None
                 time.sleep(0.2)
-        yield
+        yield proc
     finally:
         stop(proc, timeout=10)
 
 
 @contextlib.contextmanager
-def moto_server(request_log: Path, timeout: float = 60) -> Iterator[str]:
-    """Run moto's S3 server, its request log going to ``request_log``; yield its endpoint."""
+def moto_server(request_log: Path, timeout: float = 60, check_keys: bool = False
+                ) -> Iterator[str]:  # fmt: skip
+    """Run moto's S3 server, its request log going to ``request_log``; yield its endpoint.
+
+    With ``check_keys``, every request must be signed by a key moto knows (none is)."""
+    with moto_process(request_log, timeout, check_keys) as (endpoint, _):
+        yield endpoint
+
+
+@contextlib.contextmanager
+def moto_process(request_log: Path, timeout: float = 60, check_keys: bool = False
+                 ) -> Iterator[tuple[str, subprocess.Popen]]:  # fmt: skip
+    """:func:`moto_server`, yielding its process too (a test may pause it by PID)."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    with _serving(command, endpoint + "/moto-api/", request_log, timeout):
-        yield endpoint
+    env = {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_keys else None
+    with _serving(command, endpoint + "/moto-api/", request_log, timeout, env) as proc:
+        yield endpoint, proc
 
 
 @contextlib.contextmanager

@@ -205,6 +205,16 @@ def test_a_second_pass_warns_about_nothing_the_first_did_not(tmp_path, monkeypat
     assert len(said) == 1 and "schema version 2" in said[0]
 
 
+def test_followers_back_off_only_while_an_object_store_has_nothing_new():
+    pauses, pause = [], 2.0
+    for new in (False, False, False, False, False, True, False):
+        pause = events.next_pause(pause, 2.0, new, remote=True)
+        pauses.append(pause)
+    assert pauses == [4.0, 8.0, 16.0, 30.0, 30.0, 2.0, 4.0]
+    assert events.next_pause(8.0, 2.0, False, remote=False) == 2.0  # a local look is cheap
+    assert events.next_pause(60.0, 60.0, False, remote=True) == 60.0  # never below the setting
+
+
 # -- text summaries --------------------------------------------------------------------------
 
 

@@ -5,9 +5,11 @@ Parquet to a bucket, and errors that name the URL."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,10 +17,18 @@ import urllib.request
 import warnings
 from pathlib import Path
 
+import fsspec.config
 import pytest
 import tbserver
 import tensorflow as tf
-from objectstores import client_env, gcs_emulator, gcs_env, moto_server
+from objectstores import (
+    SHORT_TIMEOUTS,
+    client_env,
+    gcs_emulator,
+    gcs_env,
+    moto_process,
+    moto_server,
+)
 from werkzeug.datastructures import MultiDict
 
 import tbkit
@@ -309,3 +319,93 @@ def test_warnings_about_an_object_name_its_url(s3):
     assert [str(w.message) for w in caught] == [
         f"tbkit: skipped a corrupt record (data checksum mismatch) in s3://{key} at byte "
         f"offset {len(good)}."]  # fmt: skip
+
+
+# -- faults ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pausable(tmp_path, monkeypatch):
+    """A moto server of this test's own, with short client timeouts: (endpoint, process)."""
+    with moto_process(tmp_path / "moto.log") as (endpoint, proc):
+        for name, value in client_env(endpoint).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("FSSPEC_S3", SHORT_TIMEOUTS)  # for subprocesses
+        # fsspec reads FSSPEC_* when it is imported: this process's copy of that configuration.
+        monkeypatch.setitem(fsspec.config.conf, "s3", json.loads(SHORT_TIMEOUTS))
+        Logdir("s3://paused").fs.mkdir("paused")
+        yield endpoint, proc
+
+
+def upload(fs, key: str, first: int, stop: int) -> None:
+    fs.pipe_file(key, b"".join(frames.frame(e) for e in _events(first, stop)))
+
+
+def test_tail_follow_says_once_that_the_server_stopped_answering_and_goes_on(pausable):
+    """The server paused (SIGSTOP by PID) while tail -f follows: one warning naming the URL,
+    then the records written while it was paused once it answers again (SIGCONT)."""
+    _, proc = pausable
+    fs = Logdir("s3://paused").fs
+    key = "paused/logs/run/events.out.tfevents.1"
+    upload(fs, key, 0, 3)
+    polls = []
+
+    def stopped():
+        polls.append(1)
+        if len(polls) == 1:
+            proc.send_signal(signal.SIGSTOP)
+        elif len(polls) == 2:
+            proc.send_signal(signal.SIGCONT)
+            upload(fs, key, 0, 5)
+        return len(polls) == 3
+
+    out = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tail.tail("s3://paused/logs", out, follow=True, interval=0.01, stopped=stopped)
+    assert [line.split("  ")[3] for line in out.getvalue().splitlines()] == [
+        f"step {i}" for i in range(5)]  # fmt: skip
+    (said,) = [str(w.message) for w in caught]
+    assert said.startswith("tbkit: cannot list s3://paused/logs: ") and said.endswith("; retrying")
+
+
+def test_the_plugin_serves_what_it_read_while_the_server_is_paused(pausable, caplog):
+    _, proc = pausable
+    fs = Logdir("s3://paused").fs
+    key = "paused/logs/run/events.out.tfevents.1"
+    upload(fs, key, 0, 3)
+    context = type("Context", (), {"logdir": "s3://paused/logs"})()
+    plugin = TbkitPlugin(context, min_interval=0.05, background=True)
+    deadline = time.monotonic() + 90  # guards against hanging, not timings
+
+    def wait_for(done) -> None:
+        while not done():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    try:
+        wait_for(lambda: plugin.runs_impl() == {"runs": {"run": {"t": 3}}, "complete": True})
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: any("cannot list s3://paused/logs" in r.getMessage()
+                                 for r in caplog.records))  # fmt: skip
+            assert plugin.runs_impl()["runs"] == {"run": {"t": 3}}  # from what it holds
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        upload(fs, key, 0, 5)
+        wait_for(lambda: plugin.runs_impl()["runs"] == {"run": {"t": 5}})
+    finally:
+        plugin.store.close()
+    said = [r.getMessage() for r in caplog.records if "cannot list" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("; serving what was read, retrying")
+
+
+def test_wrong_credentials_are_one_line(tmp_path):
+    with moto_server(tmp_path / "moto.log", check_keys=True) as endpoint:
+        env = {**os.environ, **client_env(endpoint)}
+        done = subprocess.run([TBKIT, "export", "s3://checked/logs"], capture_output=True,
+                              text=True, env=env, timeout=300)  # fmt: skip
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "tbkit export: cannot list s3://checked/logs: permission denied (The AWS Access Key Id "
+        "you provided does not exist in our records.)\n")  # fmt: skip

@@ -43,7 +43,6 @@ _BUILTINS = frozenset(BUILTIN_FIELDS)
 _BUILTIN_TYPES = {"run": "string", "tag": "string", "step": "number", "wall_time": "number",
                   "level": "string"}  # fmt: skip
 _FIRST_CHUNK, _MAX_CHUNK = 2_000, 50_000  # records per commit: small first, for a fast page
-_MAX_PAUSE = 30.0  # seconds between looks at an object store that has nothing new
 _log = logging.getLogger(__name__)
 
 
@@ -118,6 +117,7 @@ class Store:
         self._chunk_size = _FIRST_CHUNK
         self._last_refresh = -float("inf")
         self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
 
     # Loading.
 
@@ -137,9 +137,16 @@ class Store:
                 self._last_refresh = now
                 self.load()
 
+    def close(self) -> None:
+        """Stop the loader thread after its current look (TensorBoard never calls this; tests
+        and embedders do)."""
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join()
+
     def _loop(self) -> None:
         pause = max(self.min_interval, 0.05)
-        while True:
+        while not self._closed.is_set():
             before = self.generation
             try:
                 self.load()
@@ -152,11 +159,9 @@ class Store:
             else:
                 self._failed = ""
             remote = self._follower is not None and self._follower.source.remote
-            if remote and self.generation == before:  # an object store with nothing new
-                pause = min(2 * pause, _MAX_PAUSE)
-            else:
-                pause = max(self.min_interval, 0.05)
-            time.sleep(pause)
+            pause = events.next_pause(pause, max(self.min_interval, 0.05),
+                                      self.generation != before, remote)  # fmt: skip
+            self._closed.wait(pause)
 
     def load(self) -> None:
         """Read every file to its end, committing a chunk whenever enough records wait."""

@@ -22,7 +22,6 @@ from tbkit.data.rows import Record
 
 _COLORS = {"debug": "\x1b[2m", "info": "\x1b[32m", "warning": "\x1b[33m", "error": "\x1b[1;31m"}
 _RESET = "\x1b[0m"
-_MAX_PAUSE = 30.0  # seconds between looks at an object store that has nothing new
 
 
 Printed = dict[tuple[str, str], tuple[int, list[bytes]]]  # (run, tag) → its last datum shown
@@ -129,7 +128,6 @@ def tail(
         first_look = False
         if not follow or stopped():
             return read
-        if follower.source.remote:  # back off while an object store has nothing new
-            pause = interval if read > before else min(2 * pause, max(interval, _MAX_PAUSE))
+        pause = events.next_pause(pause, interval, read > before, follower.source.remote)
         time.sleep(pause)
         batch = counted(_appended(follower, printed))

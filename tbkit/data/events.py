@@ -450,6 +450,18 @@ def run_records(
     warn_bad(seen.values())
 
 
+MAX_PAUSE = 30.0  #: longest wait between two looks at an object store that has nothing new
+
+
+def next_pause(pause: float, base: float, new_data: bool, remote: bool) -> float:
+    """How long a follower waits before its next look: ``base`` after new data or for a local
+    logdir (a look costs a few system calls); twice the last pause, up to :data:`MAX_PAUSE`,
+    while an object store has nothing new (each look is a listing request)."""
+    if new_data or not remote:
+        return base
+    return min(2 * pause, max(base, MAX_PAUSE))
+
+
 class Follower:
     """Every run of a logdir, read incrementally: each :meth:`poll` yields what was appended
     since the last one (new runs and files too), in write order per run, restarts marked."""
