@@ -57,7 +57,8 @@ def export(logdir: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
 
 def sql(out: Path, text: str) -> list[tuple]:
     """Run ``text`` in DuckDB with ``{t}`` standing for the exported folder read as one table."""
-    t = f"read_parquet('{out}/**/*.parquet', hive_partitioning=true, union_by_name=true)"
+    t = (f"read_parquet('{out}/**/*.parquet', hive_partitioning=true, "
+         "hive_types={'run': 'VARCHAR'})")
     return duckdb.sql(text.format(t=t)).fetchall()
 
 
@@ -87,7 +88,8 @@ def test_duckdb_reads_the_export_as_one_table_with_read_records_figures(logdir, 
     out = tmp_path / "out"
     done = export(logdir, out)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
-    assert sorted(p.name for p in out.iterdir()) == ["run=exp%2Ftrain", "run=exp%2Fvalidation"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_SUCCESS", "run=exp%2Ftrain", "run=exp%2Fvalidation"]  # fmt: skip
     records = list(tbkit.read_records(logdir))
     runs = sorted({r.run for r in records})
     got = dict(sql(out, "select run, count(*) from {t} group by run"))
@@ -156,3 +158,50 @@ def test_pandas_reads_a_run_of_the_export(logdir, tmp_path):
     frame = pd.read_parquet(run_folder(str(out), "exp/validation"))
     assert frame["acc"].tolist() == [0.25, 0.75, 1.0]
     assert list(frame.columns) == ["tag", "step", "wall_time", "level", "acc"]
+
+
+def test_every_file_has_the_same_columns_so_any_reader_takes_the_folder(tmp_path):
+    """A field that is an int in one run and a float in another, and one that only a later run
+    has: one schema for all files, which pandas (pyarrow) reads as one table."""
+    import pandas as pd
+    from tensorboard.compat.proto import event_pb2
+
+    from tbkit.data import frames
+    from tbkit.summary import summary_pb
+
+    for run, objects in (("0001", ['{"a":1,"level":"info"}']),
+                         ("0002", ['{"a":0.5,"b":"x","level":"info"}'])):  # fmt: skip
+        (tmp_path / "logs" / run).mkdir(parents=True)
+        event = event_pb2.Event(step=0, wall_time=1.0)
+        event.summary.CopyFrom(summary_pb.record_pb("t", {"n": 0}))
+        event.summary.value[0].tensor.string_val[0] = objects[0].encode()
+        (tmp_path / "logs" / run / "events.out.tfevents.1").write_bytes(
+            frames.frame(event.SerializeToString()))
+    assert tbkit.read.to_parquet(tmp_path / "logs", tmp_path / "out") == 2
+    frame = pd.read_parquet(tmp_path / "out").sort_values("a")
+    assert frame["a"].tolist() == [0.5, 1.0] and frame["b"].isna().tolist() == [False, True]
+    assert sql(tmp_path / "out", "select run, a from {t} order by run") == [
+        ("0001", 1.0), ("0002", 0.5)]  # fmt: skip (run names stay text)
+
+
+def test_a_failed_export_leaves_no_part_that_looks_whole(tmp_path):
+    from tbkit.data import logdir, parquet
+    from tbkit.data.rows import Record
+
+    def records(quiet: bool):
+        for step in range(parquet.BATCH + 5):
+            if step == parquet.BATCH + 2 and not quiet:
+                raise OSError("the disk went away")
+            yield Record("r", "t", step, 1.0, "info", {"x": step})
+
+    target = logdir.Logdir(tmp_path / "out")
+    with pytest.raises(OSError, match="the disk went away"):
+        parquet.write(target, [("r", records)])
+    assert [p.name for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_an_output_named_parquet_means_parquet(logdir, tmp_path):
+    done = subprocess.run([TBKIT, "export", str(logdir), "-o", str(tmp_path / "x.parquet")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "x.parquet" / "_SUCCESS").exists()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import fsspec.config
 import pytest
+import s3fs
 import tbserver
 import tensorflow as tf
 from objectstores import (
@@ -259,7 +260,7 @@ def test_errors_name_the_url_in_one_line(s3):
         "reading abfs://container/logs needs an fsspec backend for abfs://: ")
 
 
-def test_the_plugin_keeps_what_it_read_when_the_bucket_goes_away(s3):
+def test_the_plugin_keeps_what_it_read_when_the_bucket_goes_away(s3, caplog):
     url, _ = s3
     fs = Logdir(url).fs
     fs.mkdir("short-lived")
@@ -268,7 +269,12 @@ def test_the_plugin_keeps_what_it_read_when_the_bucket_goes_away(s3):
     plugin = plugin_for("s3://short-lived/logs")
     assert plugin.runs_impl()["runs"] == {"run": {"t": 4}}
     fs.rm("short-lived", recursive=True)
-    assert plugin.runs_impl()["runs"] == {"run": {"t": 4}}
+    with caplog.at_level("WARNING"):
+        assert plugin.runs_impl() == {"runs": {"run": {"t": 4}}, "complete": False}
+        assert plugin.runs_impl()["runs"] == {"run": {"t": 4}}
+    said = [r.getMessage() for r in caplog.records if "short-lived" in r.getMessage()]
+    assert said == ["tbkit: cannot list s3://short-lived/logs: its bucket does not exist; "
+                    "serving what was read, retrying"]  # fmt: skip
 
 
 def test_a_summary_logger_refuses_a_scheme_tensorflow_cannot_write():
@@ -287,14 +293,55 @@ def test_parquet_goes_to_a_bucket_too(local, remote):
     assert tbkit.read.to_parquet(url, out) == 12
     fs = Logdir(out).fs
     files = sorted(fs.find(f"{BUCKET}/parquet"))
-    assert files == [f"{BUCKET}/parquet/run=exp%2Ftrain/part-0.parquet",
+    assert files == [f"{BUCKET}/parquet/_SUCCESS",
+                     f"{BUCKET}/parquet/run=exp%2Ftrain/part-0.parquet",
                      f"{BUCKET}/parquet/run=exp%2Fvalidation/part-0.parquet"]  # fmt: skip
+    files = files[1:]
     counts = [pq.read_table(fs.open(f, "rb")).num_rows for f in files]
     records = list(tbkit.read_records(local))
     assert counts == [sum(r.run == run for r in records) for run in ("exp/train",
                                                                      "exp/validation")]
     with pytest.raises(TbkitValueError, match="is not empty"):
         tbkit.read.to_parquet(url, out)
+
+
+def test_an_object_that_cannot_be_read_is_skipped_with_one_warning(s3):
+    """An archived object (GLACIER) lists but cannot be read: warned about, once, by URL; the
+    other runs are read."""
+    url, _ = s3
+    fs = Logdir(url).fs
+    frozen = f"{BUCKET}/archived/a/events.out.tfevents.1"
+    fs.pipe_file(frozen, frames.frame(_events(0, 1)[0]), StorageClass="GLACIER")
+    fs.pipe_file(f"{BUCKET}/archived/b/events.out.tfevents.1", frames.frame(_events(0, 1)[0]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [r.run for r in tbkit.read_records(f"s3://{BUCKET}/archived")] == ["b"]
+    (said,) = [str(w.message) for w in caught]
+    assert said.startswith(f"tbkit: skipped event file s3://{frozen}: ")
+
+
+def test_an_object_uploaded_again_shorter_is_read_again_from_the_start(s3):
+    url, _ = s3
+    fs = Logdir(url).fs
+    key = f"{BUCKET}/replaced/run/events.out.tfevents.1"
+    upload(fs, key, 0, 6)
+    follower = events.Follower(Logdir(f"s3://{BUCKET}/replaced"))
+    assert [d.step for d in follower.poll()] == list(range(6))
+    upload(fs, key, 10, 12)  # a new, shorter file under the same name
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [d.step for d in follower.poll()] == [10, 11]
+    (said,) = [str(w.message) for w in caught]
+    assert said.startswith(f"tbkit: s3://{key} is shorter than the ")
+
+
+def test_a_logdir_that_is_an_object_is_not_a_directory(s3):
+    url, _ = s3
+    key = f"{BUCKET}/single/events.out.tfevents.1"
+    Logdir(url).fs.pipe_file(key, frames.frame(_events(0, 1)[0]))
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        tbkit.read_records(f"s3://{key}")
+    assert Logdir(f"s3://{key}").runs() == []
 
 
 def test_the_json_lines_handler_refuses_a_url():
@@ -333,6 +380,7 @@ def pausable(tmp_path, monkeypatch):
         monkeypatch.setenv("FSSPEC_S3", SHORT_TIMEOUTS)  # for subprocesses
         # fsspec reads FSSPEC_* when it is imported: this process's copy of that configuration.
         monkeypatch.setitem(fsspec.config.conf, "s3", json.loads(SHORT_TIMEOUTS))
+        monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)  # s3fs's own retry loop
         Logdir("s3://paused").fs.mkdir("paused")
         yield endpoint, proc
 
@@ -367,6 +415,25 @@ def test_tail_follow_says_once_that_the_server_stopped_answering_and_goes_on(pau
         f"step {i}" for i in range(5)]  # fmt: skip
     (said,) = [str(w.message) for w in caught]
     assert said.startswith("tbkit: cannot list s3://paused/logs: ") and said.endswith("; retrying")
+
+
+def test_a_read_that_times_out_after_the_listing_is_one_line_and_tried_again(pausable):
+    """The server paused between a listing and the read that follows it."""
+    _, proc = pausable
+    fs = Logdir("s3://paused").fs
+    key = "paused/logs/run/events.out.tfevents.1"
+    upload(fs, key, 0, 3)
+    source = Logdir("s3://paused/logs")
+    reader = events.RunReader("run", source=source)
+    ((_, paths),) = source.runs()
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(StorageError) as caught:
+            list(reader.read(paths))
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert str(caught.value).startswith(f"cannot read s3://{key}: ")
+    assert [d.step for d in reader.read(paths)] == [0, 1, 2]
 
 
 def test_the_plugin_serves_what_it_read_while_the_server_is_paused(pausable, caplog):

@@ -137,12 +137,13 @@ class Store:
                 self._last_refresh = now
                 self.load()
 
-    def close(self) -> None:
-        """Stop the loader thread after its current look (TensorBoard never calls this; tests
-        and embedders do)."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the loader thread after its current look, waiting at most ``timeout`` seconds
+        for it (a look blocked on an object store lasts the backend's timeouts). TensorBoard
+        never calls this; tests and embedders do."""
         self._closed.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout)
 
     def _loop(self) -> None:
         pause = max(self.min_interval, 0.05)
@@ -150,30 +151,36 @@ class Store:
             before = self.generation
             try:
                 self.load()
-            except _logdir.StorageError as e:  # keep serving what was read; look again later
-                if str(e) != self._failed:
-                    self._failed = str(e)
-                    _log.warning("tbkit: %s; serving what was read, retrying", e)
             except Exception:  # keep serving what was read; the next look tries again
                 _log.exception("tbkit: reading %s failed", self.logdir)
-            else:
-                self._failed = ""
             remote = self._follower is not None and self._follower.source.remote
             pause = events.next_pause(pause, max(self.min_interval, 0.05),
                                       self.generation != before, remote)  # fmt: skip
             self._closed.wait(pause)
 
     def load(self) -> None:
-        """Read every file to its end, committing a chunk whenever enough records wait."""
+        """Read every file to its end, committing a chunk whenever enough records wait.
+
+        A logdir URL that cannot be listed or read now is said once in TensorBoard's log; what
+        was read stays served and the next look tries again (``complete`` stays false)."""
         if not self.logdir:
             return
-        if self._follower is None:
-            self._follower = events.Follower(_logdir.Logdir(self.logdir))
-        for datum in self._follower.poll():
+        try:
+            if self._follower is None:
+                self._follower = events.Follower(_logdir.Logdir(self.logdir))
+            for datum in self._follower.poll():
+                self.complete = False
+                self._take(datum)
+                if self._pending_records >= self._chunk_size:
+                    self._commit()
+        except _logdir.StorageError as e:
+            self._commit()  # what was read before the error
             self.complete = False
-            self._take(datum)
-            if self._pending_records >= self._chunk_size:
-                self._commit()
+            if str(e) != self._failed:
+                self._failed = str(e)
+                _log.warning("tbkit: %s; serving what was read, retrying", e)
+            return
+        self._failed = ""
         self._commit()
         self.complete = True
 

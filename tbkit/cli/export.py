@@ -13,6 +13,7 @@ same as ``read_records`` gives and the plugin downloads.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -93,15 +94,10 @@ class Export:
         target = _logdir.Logdir(out)
         parquet.check_output(target)
         progress = track("export", 2 * sum(run.size for run in self.runs))  # types, then rows
-        count = 0
-        for run in self.runs:
 
-            def records(run: events.RunScan = run) -> Iterator[Record]:
-                for datum in events.kept(run, self.tags, progress):
-                    yield from events.records(datum)
-
-            count += parquet.write_run(target, target.root, run.name, records, self.where)
-        return count
+        runs = [(run.name, functools.partial(parquet.records_of, run, self.tags, progress))
+                for run in self.runs]  # fmt: skip
+        return parquet.write(target, runs, self.where)
 
 
 def field_names(run: events.RunScan, tags: list[str] | None,

@@ -118,7 +118,8 @@ def _export(args: argparse.Namespace) -> int:
     from tbkit.data import query
     from tbkit.data.errors import TbkitValueError
 
-    fmt = args.format or ("csv" if (args.output or "").lower().endswith(".csv") else "jsonl")
+    suffix = os.path.splitext((args.output or "").lower().rstrip("/"))[1]
+    fmt = args.format or {".csv": "csv", ".parquet": "parquet"}.get(suffix, "jsonl")
     if fmt == "parquet" and not args.output:
         raise CommandError("--format parquet writes a folder: give it with -o DIR", 2)
     to_terminal = args.output is None and sys.stdout.isatty()

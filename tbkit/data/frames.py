@@ -78,34 +78,56 @@ class FrameReader:
 
     def read(self, limit: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Yield ``(offset, data)`` of the intact frames that end by ``limit`` (default: the
-        file's size now), and advance :attr:`offset` past each frame as it is yielded."""
+        file's size now), and advance :attr:`offset` past each frame as it is yielded.
+
+        Raises:
+            StorageError: an object could not be read for a reason that may pass (a timeout,
+                the network); the next read tries again from the same offset.
+        """
         listed = self.source.listed_size(self.path)
+        if listed is not None and listed < self.offset:  # uploaded again, shorter: a new file
+            self._warn(f"{self.where} is shorter than the {self.offset} bytes already read "
+                       "(replaced?); reading it again from the start.")  # fmt: skip
+            self.offset, self._scanning = 0, False
         if listed is not None and listed <= self.offset and not self._scanning:
             return  # an object that has not grown: not even a request
         f = self._open()
         if f is None:
             return
-        with f:
-            size = f.seek(0, 2)
-            if limit is not None:
-                size = min(size, limit)
-            if not self._scanning:
-                yield from self._intact(f, size)
-            yield from self._careful(f, size)
+        try:
+            with f:
+                size = f.seek(0, 2)
+                if limit is not None:
+                    size = min(size, limit)
+                if not self._scanning:
+                    yield from self._intact(f, size)
+                yield from self._careful(f, size)
+        except (logdir.StorageError, GeneratorExit):
+            raise
+        except (FileNotFoundError, PermissionError) as e:  # gone, or not readable (archived)
+            if not self.source.remote:
+                raise
+            self._skip(str(e))
+        except Exception as e:  # an object store's read failed: one line, tried again later
+            if not self.source.remote:
+                raise
+            raise logdir.explain(self.where, "read", e) from e
+
+    def _skip(self, why: str) -> None:
+        """Warn, once per reason, that the file cannot be read."""
+        if self._unreadable != why:
+            self._unreadable = why
+            self._warn(f"skipped event file {self.where}: {why}")
 
     def _open(self):
         """The file, opened for reading; None (warned once per reason) if it cannot be."""
         try:
             f = self.source.open(self.path)
         except OSError as e:  # gone since it was listed, unreadable, or not a regular file
-            why = str(e)
-        else:
-            self._unreadable = None
-            return f
-        if self._unreadable != why:
-            self._unreadable = why
-            self._warn(f"skipped event file {self.source.show(self.path)}: {why}")
-        return None
+            self._skip(str(e))
+            return None
+        self._unreadable = None
+        return f
 
     def _intact(self, f, size: int) -> Iterator[tuple[int, bytes]]:
         """The fast path: big blocks, both checksums per frame; stops at the first frame that

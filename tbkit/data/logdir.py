@@ -43,7 +43,7 @@ def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
 
 
-def _explain(url: str, action: str, error: BaseException) -> StorageError:
+def explain(url: str, action: str, error: BaseException) -> StorageError:
     """One line for a backend's error: credentials, permission, or what the backend said."""
     scheme = _scheme(url)
     kind = type(error).__name__
@@ -51,10 +51,13 @@ def _explain(url: str, action: str, error: BaseException) -> StorageError:
                 "RefreshError") and scheme in ("s3", "s3a", "gs", "gcs"):  # fmt: skip
         hint = _CREDENTIALS["s3" if scheme.startswith("s3") else "gs"]
         return StorageError(f"cannot {action} {url}: no credentials found; {hint}")
+    text = " ".join(str(error).split()) or kind  # a backend's message may span lines
+    anonymous = scheme in ("gs", "gcs") and any(
+        word in text for word in ("401", "403", "Forbidden", "Anonymous", "Unauthorized"))
+    hint = f"; if it needs credentials: {_CREDENTIALS['gs']}" if anonymous else ""
     if isinstance(error, PermissionError):
-        return StorageError(f"cannot {action} {url}: permission denied ({error})")
-    text = str(error).splitlines()[0] if str(error) else kind
-    return StorageError(f"cannot {action} {url}: {text}")
+        return StorageError(f"cannot {action} {url}: permission denied ({text}){hint}")
+    return StorageError(f"cannot {action} {url}: {text}{hint}")
 
 
 def _filesystem(url: str) -> tuple[Any, str]:
@@ -117,10 +120,13 @@ class Logdir:
             return self
         try:
             found = self.fs.isdir(self.root)
+            is_file = not found and self.fs.isfile(self.root)
         except FileNotFoundError:
-            found = False
+            found = is_file = False
         except Exception as e:  # each backend raises its own errors
-            raise _explain(self.url, "list", e) from e
+            raise explain(self.url, "list", e) from e
+        if is_file:
+            raise NotADirectoryError(f"logdir {self.url!r} is not a directory")
         if not found:
             raise FileNotFoundError(f"logdir {self.url!r} does not exist")
         return self
@@ -156,10 +162,12 @@ class Logdir:
         self.fs.invalidate_cache(self.root)  # a listing must see what was written since
         try:
             listing = self.fs.find(self.root, detail=True)
-        except FileNotFoundError:
-            listing = {}
+        except FileNotFoundError as e:  # a prefix with nothing under it is {}: the bucket is gone
+            raise StorageError(f"cannot list {self.url}: its bucket does not exist") from e
         except Exception as e:
-            raise _explain(self.url, "list", e) from e
+            raise explain(self.url, "list", e) from e
+        if set(listing) == {self.root}:  # the logdir is itself an object
+            return []
         runs: dict[str, list[str]] = {}
         self._sizes = {}
         for path, info in listing.items():
@@ -197,7 +205,7 @@ class Logdir:
             except OSError:
                 raise
             except Exception as e:
-                raise _explain(self.show(path), "read", e) from e
+                raise explain(self.show(path), "read", e) from e
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO never blocks
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
@@ -215,7 +223,7 @@ class Logdir:
             except FileNotFoundError:
                 return False
             except Exception as e:
-                raise _explain(self.url, "list", e) from e
+                raise explain(self.url, "list", e) from e
         if os.path.isfile(self.root):
             return True
         return any(files for _, _, files in os.walk(self.root))
@@ -226,9 +234,21 @@ class Logdir:
             try:
                 return self.fs.open(path, "wb")
             except Exception as e:
-                raise _explain(self.fs.unstrip_protocol(path), "write", e) from e
+                raise explain(self.fs.unstrip_protocol(path), "write", e) from e
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         return open(path, "wb")  # noqa: SIM115 (the caller closes it)
+
+
+    def discard(self, file: BinaryIO) -> None:
+        """Drop a file being written by :meth:`create` (an object is never uploaded)."""
+        if self.remote and hasattr(file, "discard"):
+            file.discard()
+            return
+        file.close()
+        if self.remote:
+            self.fs.rm(file.path)
+        else:
+            os.remove(file.name)
 
 
 #: The source of event files given by path alone (local files).

@@ -2,10 +2,10 @@
 columns, big integers exact, written run by run in bounded memory.
 
 DuckDB, Spark and BigQuery read the folder as one table
-(``read_parquet('out/**/*.parquet', hive_partitioning=true, union_by_name=true)``): the run
-comes from the folder name (percent-encoded, so ``exp/train`` is ``run=exp%2Ftrain``), and each
-run's file has the columns its records have. A column's type comes from every selected record
-of the run (so a filter does not change it):
+(``read_parquet('out/**/*.parquet', hive_partitioning=true, hive_types={'run': 'VARCHAR'})``):
+the run comes from the folder name (percent-encoded, so ``exp/train`` is ``run=exp%2Ftrain``),
+and every file has the same columns. A column's type comes from every selected record (so a
+filter does not change it):
 
 - numbers → ``float64`` (``"NaN"``, ``"Infinity"``, ``"-Infinity"`` as the numbers they stand
   for); integers only → ``int64``, or ``decimal128(38, 0)`` when one is beyond int64 (exact),
@@ -19,6 +19,7 @@ Needs pyarrow (``pip install "tbkit[parquet]"``).
 from __future__ import annotations
 
 import decimal
+import functools
 import os
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -109,36 +110,45 @@ def run_folder(out: str, run: str) -> str:
     return f"{out.rstrip('/')}/run={urllib.parse.quote(run, safe='')}"
 
 
-def write_run(
-    target: _logdir.Logdir,
-    out: str,
-    run: str,
-    records: Callable[[], Iterator[Record]],
-    keep: Callable[[dict], bool] | None = None,
-) -> int:
-    """Write one run's records (``records()`` is called twice: once for the column types, once
-    to write) to ``out/run=<name>/part-0.parquet``; return how many rows ``keep`` let through.
-    Nothing is written for a run with no rows."""
+#: (run name, its records): called twice, first ``quiet`` (for the types), then not.
+Runs = list[tuple[str, Callable[[bool], Iterator[Record]]]]
+
+
+def write(target: _logdir.Logdir, runs: Runs, keep: Callable[[dict], bool] | None = None) -> int:
+    """Write ``runs`` under ``target``, every file with the same columns and types (taken from
+    all their records, so the folder reads as one table anywhere); return how many rows
+    ``keep`` let through. ``_SUCCESS`` is written last: a folder without it is not whole."""
     pa = _pyarrow()
-    names, types = schema_of(records())
+    names, types = schema_of(record for _, records in runs for record in records(True))
     builtins = [("tag", pa.string()), ("step", pa.int64()), ("wall_time", pa.float64()),
                 ("level", pa.string())]  # fmt: skip
     schema = pa.schema(builtins + [(n, _arrow_type(pa, types[n])) for n in names])
+    count = sum(_write_run(pa, target, run, records, schema, types, keep)
+                for run, records in runs)  # fmt: skip
+    with target.create(f"{target.root.rstrip('/')}/_SUCCESS"):
+        pass
+    return count
+
+
+def _write_run(pa: Any, target: _logdir.Logdir, run: str,
+               records: Callable[[bool], Iterator[Record]], schema: Any, types: dict[str, str],
+               keep: Callable[[dict], bool] | None) -> int:  # fmt: skip
+    """One run's file, in row groups of :data:`BATCH`; none for a run with no rows. A failure
+    leaves no file (a Parquet footer would make a part look whole)."""
     columns: dict[str, list] = {name: [] for name in schema.names}
     writer, file, count = None, None, 0
 
     def flush() -> None:
         nonlocal writer, file
         if writer is None:
-            folder = run_folder(out, run)
-            file = target.create(f"{folder}/part-0.parquet")
+            file = target.create(f"{run_folder(target.root, run)}/part-0.parquet")
             writer = pa.parquet.ParquetWriter(file, schema)
         writer.write_table(pa.table(columns, schema=schema))
         for values in columns.values():
             values.clear()
 
     try:
-        for record in records():
+        for record in records(False):
             row = flat(record)
             if keep is not None and not keep(row):
                 continue
@@ -151,10 +161,14 @@ def write_run(
                 flush()
         if columns["tag"]:
             flush()
-    finally:
+    except BaseException:
         if writer is not None:
-            writer.close()
-            file.close()
+            writer.close()  # into a file about to be dropped: nothing dangles
+            target.discard(file)
+        raise
+    if writer is not None:
+        writer.close()
+        file.close()
     return count
 
 
@@ -188,15 +202,26 @@ def to_parquet(
     source = _logdir.Logdir(logdir).check()
     target = _logdir.Logdir(out)
     check_output(target)
-    total = 0
+    budget = events.Budget(events.DEFAULT_BUDGET)
+    runs: Runs = []
     for name, paths in source.runs():
-        if run not in (None, name):
-            continue
-        scanned = events.scan(name, paths, source=source)
+        if run in (None, name):
+            scanned = events.scan(name, paths, budget, source=source)
+            tags = None if tag is None else [tag]
+            runs.append((name, functools.partial(records_of, scanned, tags, None)))
+    return write(target, runs, keep)
 
-        def records(scanned: events.RunScan = scanned) -> Iterator[Record]:
-            for datum in events.kept(scanned, None if tag is None else [tag]):
-                yield from events.records(datum)
 
-        total += write_run(target, target.root, name, records, keep)
-    return total
+def records_of(scanned: events.RunScan, tags: Iterable[str] | None,
+               progress: events.Progress | None = None, quiet: bool = False
+               ) -> Iterator[Record]:  # fmt: skip
+    """A scanned run's records (of ``tags``); unless ``quiet``, objects that do not parse are
+    warned about as ``read_records`` does."""
+    seen: dict[str, events.Series] = {}
+    for datum in events.kept(scanned, tags, progress):
+        seen[datum.series.tag] = datum.series
+        series = datum.series
+        for level, fields in events.objects(datum, quiet):
+            yield Record(series.run, series.tag, datum.step, datum.wall_time, level, fields)
+    if not quiet:
+        events.warn_bad(seen.values())
