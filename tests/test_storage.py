@@ -5,6 +5,7 @@ Parquet to a bucket, and errors that name the URL."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec.config
@@ -76,32 +78,34 @@ def local(tmp_path_factory) -> Path:
     return root
 
 
+@contextlib.contextmanager
+def bucket_with(local: Path, scheme: str, env: dict[str, str]) -> Iterator[str]:
+    """``local`` uploaded to a new bucket, clients configured by ``env``; yields its URL."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        fs = Logdir(f"{scheme}://{BUCKET}").fs
+        fs.mkdir(BUCKET)
+        for path in sorted(local.rglob("*tfevents*")):
+            fs.put_file(str(path), f"{BUCKET}/logs/{path.relative_to(local)}")
+        yield f"{scheme}://{BUCKET}/logs"
+
+
 @pytest.fixture(scope="module")
 def s3(local, tmp_path_factory):
     """The local logdir uploaded to a bucket of a moto S3 server; yields (URL, request log)."""
     request_log = tmp_path_factory.mktemp("moto") / "requests.log"
-    with moto_server(request_log) as endpoint, pytest.MonkeyPatch.context() as patch:
-        for name, value in client_env(endpoint).items():
-            patch.setenv(name, value)
-        fs = Logdir(f"s3://{BUCKET}").fs
-        fs.mkdir(BUCKET)
-        for path in sorted(local.rglob("*tfevents*")):
-            fs.put_file(str(path), f"{BUCKET}/logs/{path.relative_to(local)}")
-        yield f"s3://{BUCKET}/logs", request_log
+    with moto_server(request_log) as endpoint, bucket_with(local, "s3", client_env(endpoint)) \
+            as url:  # fmt: skip
+        yield url, request_log
 
 
 @pytest.fixture(scope="module")
 def gs(local, tmp_path_factory):
     """The local logdir uploaded to a bucket of a GCS emulator; yields (URL, server log)."""
     server_log = tmp_path_factory.mktemp("gcs") / "server.log"
-    with gcs_emulator(server_log) as endpoint, pytest.MonkeyPatch.context() as patch:
-        for name, value in gcs_env(endpoint).items():
-            patch.setenv(name, value)
-        fs = Logdir(f"gs://{BUCKET}").fs
-        fs.mkdir(BUCKET)
-        for path in sorted(local.rglob("*tfevents*")):
-            fs.put_file(str(path), f"{BUCKET}/logs/{path.relative_to(local)}")
-        yield f"gs://{BUCKET}/logs", server_log
+    with gcs_emulator(server_log) as endpoint, bucket_with(local, "gs", gcs_env(endpoint)) as url:
+        yield url, server_log
 
 
 @pytest.fixture(params=["s3", "gs"])
