@@ -675,3 +675,21 @@ def test_an_exported_file_gets_the_usual_permissions(logdir, tmp_path):
     finally:
         os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_names_cannot_drive_the_terminal(tmp_path):
+    """A run folder and a tag named with escape sequences (clear the screen, retitle the window)
+    print as visible escapes in tail and stats; the data formats stay exact."""
+    hostile = "run\x1b[2J\x1b]0;owned\x07"
+    write_raw(tmp_path / hostile / "events.out.tfevents.1",
+              [(0, "tag\x9b31m", {"note": "bell\x07 and \x85"})])  # fmt: skip
+    for args in (["tail"], ["stats"]):
+        done = run_tbkit(args[0], tmp_path, *args[1:])
+        assert done.returncode == 0, done.stderr
+        raw = done.stdout.encode("utf-8")
+        assert not any(byte in raw for byte in (b"\x1b", b"\x07", "\x9b".encode(), "\x85".encode()))
+        assert "run\\x1b[2J\\x1b]0;owned\\x07" in done.stdout
+    assert "tag\\x9b31m" in run_tbkit("tail", tmp_path).stdout
+    exported = json.loads(run_tbkit("export", tmp_path).stdout)
+    assert (exported["run"], exported["tag"], exported["note"]) == (
+        hostile, "tag\x9b31m", "bell\x07 and \x85")  # fmt: skip

@@ -21,6 +21,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
+from tbkit.cli.terminal import printable
 from tbkit.data import frames
 from tbkit.data import logdir as _logdir
 
@@ -194,17 +195,20 @@ def render(stats: dict[str, Any], top: int = 20) -> str:
         return [human_bytes(r["bytes"]), f"{100 * r['bytes'] / total:.1f}%",
                 f"{r['events']:,}", f"{r['steps']:,}"]  # fmt: skip
 
-    lines = [f"{stats['logdir']}: {len(stats['runs'])} runs, {stats['files']} event files, "
-             f"{human_bytes(stats['bytes'])}, {stats['events']:,} events"]  # fmt: skip
+    lines = [f"{printable(stats['logdir'])}: {len(stats['runs'])} runs, "
+             f"{stats['files']} event files, {human_bytes(stats['bytes'])}, "
+             f"{stats['events']:,} events"]  # fmt: skip
     if stats["unreadable_bytes"]:
         lines.append(f"{human_bytes(stats['unreadable_bytes'])} in no intact record "
                      "(damage, or a record still being written)")  # fmt: skip
     numbers = ["bytes", "share", "events", "steps"]
-    lines += ["", *_table(["run", *numbers], [[r["run"], *common(r)] for r in stats["runs"]], 1)]
-    plugins = [[r["plugin"], *common(r), str(r["tags"])] for r in stats["plugins"]]
+    runs = [[printable(r["run"]), *common(r)] for r in stats["runs"]]
+    lines += ["", *_table(["run", *numbers], runs, 1)]
+    plugins = [[printable(r["plugin"]), *common(r), str(r["tags"])] for r in stats["plugins"]]
     lines += ["", *_table(["plugin", *numbers, "tags"], plugins, 1)]
     shown = stats["tags"] if top == 0 else stats["tags"][:top]
-    tags = [[r["run"], r["tag"], r["plugin"], *common(r), f"{r['bytes'] // r['events']:,}"]
+    tags = [[printable(r["run"]), printable(r["tag"]), printable(r["plugin"]), *common(r),
+             f"{r['bytes'] // r['events']:,}"]
             for r in shown]  # fmt: skip
     lines += ["", *_table(["run", "tag", "plugin", *numbers, "bytes/event"], tags, 3)]
     if len(shown) < len(stats["tags"]):

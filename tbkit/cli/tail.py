@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
+from tbkit.cli.terminal import printable
 from tbkit.data import events, rows
 from tbkit.data import logdir as _logdir
 from tbkit.data.rows import Record
@@ -66,8 +67,8 @@ def format_record(record: Record, color: bool = False) -> str:
     level = f"{record.level.upper():<7}"
     if color:
         level = f"{_COLORS[record.level]}{level}{_RESET}"
-    fields = rows.strict_json(record.fields)
-    where = f"{record.run}  {record.tag}  step {record.step}"
+    fields = printable(rows.strict_json(record.fields))  # JSON leaves C1 controls as they are
+    where = f"{printable(record.run)}  {printable(record.tag)}  step {record.step}"
     return f"{stamp}.{millis:03d}  {where}  {level}  {fields}"
 
 
