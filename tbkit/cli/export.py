@@ -63,11 +63,7 @@ class Export:
         """The selected records (before ``where``), reporting progress as "export"."""
         progress = track("export", sum(run.size for run in self.runs))
         for run in self.runs:
-            seen: dict[str, events.Series] = {}
-            for datum in events.kept(run, self.tags, progress):
-                seen[datum.series.tag] = datum.series
-                yield from events.records(datum)
-            events.warn_bad(seen.values())
+            yield from events.run_records(run, self.tags, progress)
 
     def write(self, out: TextIO, track: Tracker = _no_tracker) -> int:
         """Write the matching records to ``out`` (opened with ``newline=""``); return how many."""
@@ -95,7 +91,7 @@ class Export:
         parquet.check_output(target)
         progress = track("export", 2 * sum(run.size for run in self.runs))  # types, then rows
 
-        runs = [(run.name, functools.partial(parquet.records_of, run, self.tags, progress))
+        runs = [(run.name, functools.partial(events.run_records, run, self.tags, progress))
                 for run in self.runs]  # fmt: skip
         return parquet.write(target, runs, self.where)
 

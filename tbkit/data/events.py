@@ -304,7 +304,7 @@ def _bad(datum: Datum, error: Exception) -> None:
 
 
 def records(datum: Datum) -> Iterator[Record]:
-    """The records of ``datum``."""
+    """The records of ``datum`` (the first object of a tag that does not parse warned about)."""
     series, step, wall_time = datum.series, datum.step, datum.wall_time
     for level, fields in objects(datum):
         yield Record(series.run, series.tag, step, wall_time, level, fields)
@@ -439,15 +439,20 @@ def kept(
 
 
 def run_records(
-    name: str, paths: list[str], tag: str | None = None, source: logdir.Logdir = logdir.LOCAL
+    run: RunScan,
+    tags: Iterable[str] | None = None,
+    progress: Progress | None = None,
+    quiet: bool = False,
 ) -> Iterator[Record]:
-    """A whole run's records after pre-emption (one pass while its data fit in memory)."""
-    run = scan(name, paths, source=source)
+    """A scanned run's records (of ``tags``, if given) after pre-emption, as ``read_records``
+    gives them; unless ``quiet``, objects that do not parse are warned about and summed up."""
     seen: dict[str, Series] = {}
-    for datum in kept(run, None if tag is None else [tag]):
-        seen[datum.series.tag] = datum.series
-        yield from records(datum)
-    warn_bad(seen.values())
+    for datum in kept(run, tags, progress):
+        series = seen[datum.series.tag] = datum.series
+        for level, fields in objects(datum, quiet):
+            yield Record(series.run, series.tag, datum.step, datum.wall_time, level, fields)
+    if not quiet:
+        warn_bad(seen.values())
 
 
 MAX_PAUSE = 30.0  #: longest wait between two looks at an object store that has nothing new

@@ -208,20 +208,5 @@ def to_parquet(
         if run in (None, name):
             scanned = events.scan(name, paths, budget, source=source)
             tags = None if tag is None else [tag]
-            runs.append((name, functools.partial(records_of, scanned, tags, None)))
+            runs.append((name, functools.partial(events.run_records, scanned, tags, None)))
     return write(target, runs, keep)
-
-
-def records_of(scanned: events.RunScan, tags: Iterable[str] | None,
-               progress: events.Progress | None = None, quiet: bool = False
-               ) -> Iterator[Record]:  # fmt: skip
-    """A scanned run's records (of ``tags``); unless ``quiet``, objects that do not parse are
-    warned about as ``read_records`` does."""
-    seen: dict[str, events.Series] = {}
-    for datum in events.kept(scanned, tags, progress):
-        seen[datum.series.tag] = datum.series
-        series = datum.series
-        for level, fields in events.objects(datum, quiet):
-            yield Record(series.run, series.tag, datum.step, datum.wall_time, level, fields)
-    if not quiet:
-        events.warn_bad(seen.values())

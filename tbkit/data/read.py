@@ -58,7 +58,7 @@ def read_records(
     _check_filters(run, tag)
     source = _logdir.Logdir(logdir).check()
     runs = (
-        events.run_records(name, paths, tag, source)
+        events.run_records(events.scan(name, paths, source=source), None if tag is None else [tag])
         for name, paths in source.runs()
         if run in (None, name)
     )
