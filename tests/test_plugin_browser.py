@@ -173,3 +173,32 @@ def test_table_ui_in_chromium(sync_playwright, server, logdir, tmp_path):
             assert dialogs == []
         finally:
             browser.close()
+
+
+def test_over_cap_markers_are_highlighted(sync_playwright, tmp_path):
+    """A record whose vector was over MAX_ARRAY_LENGTH shows a marked cell saying so."""
+    from playwright.sync_api import expect
+
+    log = tbkit.SummaryLogger(str(tmp_path / "logs" / "run"), every={"info": 1})
+
+    @log.train_step(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def step(values):
+        tbkit.record("train", {"values": values, "n": tf.size(values)})
+
+    for n in (3, 2000):
+        step(tf.zeros([n]))
+    log.close()
+    with tbserver.tensorboard(str(tmp_path / "logs")) as port, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 600})
+            page.goto(f"http://127.0.0.1:{port}/#tbkit")
+            ui = page.frame_locator("iframe")
+            expect(ui.locator(".count")).to_have_text("1–2 of 2")
+            marked = ui.locator("td.over-cap")
+            expect(marked).to_have_count(1)
+            expect(marked).to_have_text("⚠ over MAX_ARRAY_LENGTH: 2000 elements, the first 32 kept")
+            expect(ui.locator("tr.has-over-cap td").nth(2)).to_have_text("1")  # its step
+            page.screenshot(path=str(tmp_path / "tbkit-over-cap.png"))
+        finally:
+            browser.close()

@@ -19,8 +19,9 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tbkit.data import markers
 from tbkit.data.errors import TbkitTypeError, TbkitValueError
-from tbkit.summary import records
+from tbkit.summary import jsonenc, records
 
 FAST = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -460,7 +461,7 @@ def test_rank_2_and_unknown_rank_are_refused():
         trace.get_concrete_function()
 
 
-def test_too_long_arrays_are_refused():
+def test_too_long_static_arrays_are_refused_run_time_ones_become_markers():
     message = (
         "record 'train' field 'v' has 1025 elements: at most 1024 are supported (MAX_ARRAY_LENGTH)."
     )
@@ -475,14 +476,23 @@ def test_too_long_arrays_are_refused():
         return records.template("train", {"v": v}, "info").encode()
 
     assert len(strict_loads(encode(tf.zeros([1024])).numpy().decode())["v"]) == 1024
-    # TensorFlow prints Assert data C-escaped (' → \\'), so runtime messages name without quotes;
-    # it wraps them in context, hence a search, not an exact match.
-    runtime = "record train field v has more than 1024 elements (MAX_ARRAY_LENGTH)."
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(runtime)):
-        encode(tf.zeros([1025]))
+    # A run-time length over the cap cannot be refused at trace time, and a logging op must not
+    # fail the step: the field becomes a marker with the length and the first values.
+    values = np.arange(5000, dtype=np.float32) / 3
+    text = encode(tf.constant(values)).numpy().decode()
+    head = [jsonenc.float32_text(float(v)) for v in values[: markers.HEAD_LENGTH]]
+    assert text == '{"v":' + jsonenc.array_marker_text(5000, head) + ',"level":"info"}'
+    marker = strict_loads(text)["v"]
+    assert markers.is_marker(marker)
+    body = marker["tbkit_over_cap"]
+    assert np.array_equal(np.float32(body.pop("head")), values[: markers.HEAD_LENGTH])
+    assert body == {"cap": "MAX_ARRAY_LENGTH", "limit": 1024, "length": 5000}
+    assert strict_loads(encode(tf.zeros([1025])).numpy().decode())["v"]["tbkit_over_cap"][
+        "length"
+    ] == 1025
 
 
-def test_too_long_strings_are_refused_not_truncated():
+def test_too_long_string_tensors_become_markers_python_strings_are_refused():
     cap = records.MAX_STRING_BYTES
     assert cap == 16384
     message = (
@@ -500,14 +510,30 @@ def test_too_long_strings_are_refused_not_truncated():
 
     ok = encode(tf.constant(["y" * cap, "\n" * cap])).numpy().decode()
     assert strict_loads(ok)["note"] == ["y" * cap, "\n" * cap]
-    runtime = (
-        "record train field note holds a string longer than 16384 UTF-8 bytes "
-        "(MAX_STRING_BYTES); strings are refused, not truncated."
+    # The head is cut at a character, never inside one; invalid UTF-8 is replaced first.
+    notes = [b"short", "é\n".encode() * cap, b"\xff" + b"z" * cap]
+    text = encode(tf.constant(notes)).numpy().decode()
+    twin = jsonenc.encode_py({"note": tf.constant(notes)}, "info")
+    assert text == twin
+    short, long, broken = strict_loads(text)["note"]
+    assert short == "short"
+    assert long == {"tbkit_over_cap": {"cap": "MAX_STRING_BYTES", "limit": cap,
+                                       "bytes": 3 * cap, "head": "é\n" * 512}}  # fmt: skip
+    assert broken["tbkit_over_cap"]["head"] == "\ufffd" + "z" * 1023
+    assert broken["tbkit_over_cap"]["bytes"] == cap + 1
+    eager = records.template("train", {"note": tf.constant("z" * (cap + 1))}, "info").encode()
+    assert strict_loads(eager.numpy().decode())["note"]["tbkit_over_cap"]["bytes"] == cap + 1
+
+
+def test_the_marker_key_is_reserved_at_every_depth():
+    message = (
+        "record 'train' field 'opt.tbkit_over_cap' is reserved at every depth: "
+        "'tbkit_over_cap' marks a value over a cap (see tbkit.data.markers)."
     )
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(runtime)):
-        encode(tf.constant(["short", "z" * (cap + 1)]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(runtime)):  # eagerly
-        records.template("train", {"note": tf.constant("z" * (cap + 1))}, "info").encode()
+    with pytest.raises(TbkitValueError, match=exactly(message)):
+        records.template("train", {"opt": {"tbkit_over_cap": 1}}, "info")
+    with pytest.raises(TbkitValueError, match=exactly(message)):
+        jsonenc.encode_py({"opt": {"tbkit_over_cap": {"cap": "x"}}}, "info", tag="train")
 
 
 def test_too_big_python_int_is_refused():

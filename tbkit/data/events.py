@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, types_pb2
 
-from tbkit.data import frames, logdir, metadata
+from tbkit.data import frames, logdir, markers, metadata
 from tbkit.data.levels import LEVELS
 from tbkit.data.metadata import RESERVED_FIELDS
 from tbkit.data.rows import Record
@@ -46,7 +46,7 @@ Progress = Callable[[int], None]  # called with the number of bytes just read
 class Series:
     """One tag of one run: what it holds, and what its readers need to remember of it."""
 
-    __slots__ = ("run", "tag", "kind", "level", "last_step", "bad", "waiting")
+    __slots__ = ("run", "tag", "kind", "level", "last_step", "bad", "waiting", "over_cap")
 
     def __init__(self, run: str, tag: str):
         self.run, self.tag = run, tag
@@ -55,6 +55,7 @@ class Series:
         self.last_step: int | None = None  # step of its newest datum
         self.bad = 0  # objects that did not parse
         self.waiting: list[Datum] = []  # string data seen before its first metadata
+        self.over_cap: dict[str, int] = {}  # field path → records holding an over-cap marker
 
 
 class Datum(NamedTuple):
@@ -289,10 +290,14 @@ def objects(datum: Datum, quiet: bool = False) -> Iterator[tuple[str, dict]]:
         return
     for raw in datum.values:
         try:
-            yield _parse_object(raw)
+            level, fields = _parse_object(raw)
         except ValueError as e:  # JSONDecodeError and UnicodeDecodeError too
             if not quiet:
                 _bad(datum, e)
+            continue
+        if markers.RAW_KEY in raw and not quiet:
+            _over_cap(datum, fields)
+        yield level, fields
 
 
 def _bad(datum: Datum, error: Exception) -> None:
@@ -301,6 +306,20 @@ def _bad(datum: Datum, error: Exception) -> None:
     if series.bad == 1:
         frames.warn(f"skipped an object that does not parse in run {series.run!r} tag "
                     f"{series.tag!r} step {datum.step}: {error}")  # fmt: skip
+
+
+def _over_cap(datum: Datum, fields: dict) -> None:
+    """Count a record's over-cap markers; warn about the first of each field of a tag."""
+    series = datum.series
+    for path, marker in markers.found(fields):
+        seen = series.over_cap.get(path, 0)
+        series.over_cap[path] = seen + 1
+        if not seen:
+            frames.warn(
+                f"run {series.run!r} record {series.tag!r} field {path!r} at step {datum.step} "
+                f"held {markers.describe(marker)}: written as a marker with its size and first "
+                f"values ({markers.KEY!r}, see docs/records.md)"
+            )
 
 
 def records(datum: Datum) -> Iterator[Record]:
@@ -316,6 +335,11 @@ def warn_bad(tags: Iterable[Series]) -> None:
         if series.bad > 1:
             frames.warn(f"skipped {series.bad} objects that do not parse in run "
                         f"{series.run!r} tag {series.tag!r}.")  # fmt: skip
+        over = {path: n for path, n in series.over_cap.items() if n > 1}
+        if over:
+            counts = ", ".join(f"{path!r} {n}" for path, n in over.items())
+            frames.warn(f"run {series.run!r} record {series.tag!r} held over-cap markers "
+                        f"(field and records: {counts}).")  # fmt: skip
 
 
 # Whole runs, after pre-emption.

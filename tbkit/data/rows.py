@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple, TextIO
 
+from tbkit.data import markers
 from tbkit.data.metadata import BUILTIN_FIELDS
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -67,10 +68,10 @@ def json_line(record: Record) -> str:
 
 def flatten(fields: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested objects → dotted keys (``{"opt": {"lr": 1}}`` → ``{"opt.lr": 1}``); lists stay
-    lists and an empty object stays ``{}``."""
+    lists, an empty object stays ``{}`` and an over-cap marker stays the field's value."""
     row: dict[str, Any] = {}
     for key, value in fields.items():
-        if isinstance(value, Mapping) and value:
+        if isinstance(value, Mapping) and value and not markers.is_marker(value):
             row.update(flatten(value, f"{prefix}{key}."))
         else:
             row[f"{prefix}{key}"] = value

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from tbkit.data import metadata
+from tbkit.data import markers, metadata
 from tbkit.data.errors import TbkitTypeError, TbkitValueError, got
 from tbkit.data.levels import LEVELS, level_index
 
@@ -125,12 +125,17 @@ def walk(
         emit("{")
         items = _items(record, tag, path)
         for i, (name, field) in enumerate(items):
+            full = name if path is None else f"{path}.{name}"
             if path is None and name in metadata.RESERVED_FIELDS:
                 reserved = ", ".join(repr(n) for n in sorted(metadata.RESERVED_FIELDS))
                 raise TbkitValueError(
                     f"{describe(tag, name)} is reserved: record fields may not be named {reserved}."
                 )
-            full = name if path is None else f"{path}.{name}"
+            if name == markers.KEY:
+                raise TbkitValueError(
+                    f"{describe(tag, full)} is reserved at every depth: {markers.KEY!r} marks a "
+                    "value over a cap (see tbkit.data.markers)."
+                )
             emit(("," if i else "") + _str_text(describe(tag, full), name) + ":")
             if is_record(field):
                 visit(field, full, depth + 1)
@@ -183,8 +188,10 @@ def encode_leaf(tag: str | None, path: str, value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str | bytes):  # np.str_ too: numpy would drop trailing NULs
         return _str_text(where, value)
-    if isinstance(value, np.ndarray | np.generic) or _tensor_like(value):
-        return _array_text(where, np.asarray(value))
+    if isinstance(value, np.ndarray | np.generic):
+        return _array_text(where, value)
+    if _tensor_like(value):  # a run-time value, as a tensor is in the graph
+        return _array_text(where, np.asarray(value), runtime=True)
     if isinstance(value, int):
         if not _INT64_MIN <= value <= _INT64_MAX:
             raise TbkitValueError(f"{where} must be an int that fits int64 ({got(value)}).")
@@ -245,18 +252,40 @@ def check_dtype_and_shape(where: str, dtype_name: str, shape: tuple | None) -> N
         _check_length(where, shape[0])
 
 
-def _array_text(where: str, array: np.ndarray) -> str:
+def _array_text(where: str, array: np.ndarray | np.generic, runtime: bool = False) -> str:
+    """A numpy value's JSON text; ``runtime``: it stands for a tensor, whose strings over the
+    cap become markers as the graph writes them (its length is static, so checked here)."""
     name = "string" if array.dtype.kind in "USO" else array.dtype.name
     check_dtype_and_shape(where, name, array.shape)
     if name == "bfloat16":  # an ml_dtypes type: widen, as the graph does
         array, name = array.astype(np.float32), "float32"
     items = array.tolist()  # exact Python scalars (object arrays: their objects)
     if array.ndim == 0:
-        return _item_text(where, name, items)
-    return "[" + ",".join(_item_text(where, name, item) for item in items) + "]"
+        return _item_text(where, name, items, runtime)
+    return "[" + ",".join(_item_text(where, name, item, runtime) for item in items) + "]"
 
 
-def _item_text(where: str, name: str, item: Any) -> str:
+def marker_prefix(cap: str, limit: int, unit: str) -> str:
+    """The over-cap marker's text up to its size (see :mod:`tbkit.data.markers`)."""
+    return f'{{"{markers.KEY}":{{"cap":"{cap}","limit":{limit},"{unit}":'
+
+
+def string_marker_text(raw: bytes) -> str:
+    """The marker the graph writes for a string tensor of more than MAX_STRING_BYTES bytes."""
+    head = json.dumps(raw.decode("utf-8", "replace")[: markers.HEAD_CHARS], ensure_ascii=False)
+    prefix = marker_prefix("MAX_STRING_BYTES", MAX_STRING_BYTES, "bytes")
+    return f'{prefix}{len(raw)},"head":{head}}}}}'
+
+
+def array_marker_text(length: int, head_texts: list[str]) -> str:
+    """The marker the graph writes for a vector of run-time length over MAX_ARRAY_LENGTH,
+    given the texts of its first elements."""
+    head = ",".join(head_texts[: markers.HEAD_LENGTH])
+    prefix = marker_prefix("MAX_ARRAY_LENGTH", MAX_ARRAY_LENGTH, "length")
+    return f'{prefix}{length},"head":[{head}]}}}}'
+
+
+def _item_text(where: str, name: str, item: Any, runtime: bool = False) -> str:
     if name == "bool":
         return "true" if item else "false"
     if name.startswith(("int", "uint")):
@@ -267,6 +296,8 @@ def _item_text(where: str, name: str, item: Any) -> str:
         return float32_text(item)
     if not isinstance(item, str | bytes):
         raise TbkitTypeError(f"{where} must hold str or bytes ({got(item)}).")
+    if runtime and isinstance(item, bytes) and len(item) > MAX_STRING_BYTES:
+        return string_marker_text(item)
     return _str_text(where, item)
 
 

@@ -318,4 +318,9 @@ def text(
 
 
 def _text_build(inputs: tuple) -> Callable[[], tf.Tensor]:
-    return lambda: tf.identity(inputs[0])  # reads a variable only when recorded
+    # Reads a variable only when recorded. Text summaries are UTF-8: invalid sequences become
+    # U+FFFD, as in records, or every reader would have to skip the message.
+    return lambda: tf.strings.unicode_transcode(
+        inputs[0], "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD,
+        replace_control_characters=False,
+    )  # fmt: skip

@@ -42,6 +42,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from tbkit.data import markers
 from tbkit.data.errors import TbkitTypeError, got
 from tbkit.data.levels import LEVELS, level_index
 from tbkit.summary import jsonenc
@@ -60,6 +61,8 @@ _WIDEN = {"int": tf.int64, "float32": tf.float32}
 _C = Fraction(10**324, 2**1074)
 _A_INT = int(_C * 2**26)
 _A_FRAC, _C_FLOAT = float(_C * 2**26 - _A_INT), float(_C)
+_STRING_MARKER = jsonenc.marker_prefix("MAX_STRING_BYTES", MAX_STRING_BYTES, "bytes")
+_ARRAY_MARKER = jsonenc.marker_prefix("MAX_ARRAY_LENGTH", MAX_ARRAY_LENGTH, "length")
 _SEPARATOR = b"\xff"  # never occurs in valid UTF-8
 _ESCAPES = [
     json.dumps(chr(b), ensure_ascii=False)[1:-1].encode() if b < 128 else bytes([b])
@@ -104,11 +107,17 @@ def _string_texts(raw: tf.Tensor) -> tf.Tensor:
         raw, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD,
         replace_control_characters=False,
     )  # fmt: skip
+    nbytes = tf.strings.length(raw)
+    over = nbytes > MAX_STRING_BYTES  # such a string is written as a marker holding its head
+    valid = tf.where(over, tf.strings.substr(valid, 0, markers.HEAD_CHARS, unit="UTF8_CHAR"), valid)
     # RE2 passes for the seven named escapes are 8-14 times faster than the byte table on
     # long strings and as fast on short ones; the table serves other control characters.
     named_only = tf.reduce_all(tf.strings.regex_full_match(valid, _NAMED_ESCAPES_ONLY))
     escaped = tf.cond(named_only, lambda: _escape_named(valid), lambda: _escape_bytes(valid))
-    return tf.strings.join(['"', escaped, '"'])
+    quoted = tf.strings.join(['"', escaped, '"'])
+    size = tf.strings.as_string(nbytes)
+    marker = tf.strings.join([_STRING_MARKER, size, ',"head":', quoted, "}}"])
+    return tf.where(over, marker, quoted)
 
 
 def _escape_named(valid: tf.Tensor) -> tf.Tensor:
@@ -137,35 +146,36 @@ _ENCODERS = {
 
 
 class _Leaf:
-    __slots__ = ("where", "tensor", "kind")
+    __slots__ = ("where", "tensor", "kind", "unbounded")
 
     def __init__(self, tag: str, path: str, tensor: tf.Tensor):
         shape = None if tensor.shape.rank is None else tuple(tensor.shape.as_list())
         jsonenc.check_dtype_and_shape(jsonenc.describe(tag, path), tensor.dtype.name, shape)
         self.where = jsonenc.describe(tag, path, quote=False)
         self.tensor, self.kind = tensor, _KIND[tensor.dtype.name]
+        #: a vector whose length is only known at run time: it may be over MAX_ARRAY_LENGTH
+        self.unbounded = shape == (None,)
 
-    def checks(self) -> list[Any]:
-        """Runtime checks of what the static shape leaves open: string bytes, vector length."""
-        checks = []
-        if self.kind == "string":
-            short = tf.strings.length(self.tensor) <= MAX_STRING_BYTES
-            short = tf.reduce_all(short) if self.tensor.shape.rank else short
-            message = (
-                f"{self.where} holds a string longer than {MAX_STRING_BYTES} UTF-8 bytes "
-                "(MAX_STRING_BYTES); strings are refused, not truncated."
-            )
-            checks.append(tf.debugging.Assert(short, [message]))
-        if self.tensor.shape.rank == 1 and self.tensor.shape[0] is None:
-            size = tf.size(self.tensor)
-            message = f"{self.where} has more than {MAX_ARRAY_LENGTH} elements (MAX_ARRAY_LENGTH)."
-            checks.append(tf.debugging.Assert(size <= MAX_ARRAY_LENGTH, [message]))
-        return checks
+
+def _array_text(values: tf.Tensor, length: tf.Tensor | None) -> tf.Tensor:
+    """A vector's JSON array from its elements' texts; a marker if ``length`` (the vector's
+    length, given when it is only known at run time) is over MAX_ARRAY_LENGTH, in which case
+    ``values`` holds the head only."""
+    array = tf.strings.join(["[", tf.strings.reduce_join(values, separator=","), "]"])
+    if length is None:
+        return array
+    marker = tf.strings.join([_ARRAY_MARKER, tf.strings.as_string(length), ',"head":', array, "}}"])
+    return tf.where(length > MAX_ARRAY_LENGTH, marker, array)
 
 
 def _format_kind(kind: str, leaves: list[_Leaf]) -> list[list[Any]]:
     """Format the tensors of one kind with one encoder call: JSON pieces for each leaf."""
     values = [leaf.tensor for leaf in leaves]
+    lengths = [tf.size(leaf.tensor) if leaf.unbounded else None for leaf in leaves]
+    values = [  # an over-long vector is formatted as far as its marker's head
+        v if n is None else v[: tf.where(n > MAX_ARRAY_LENGTH, markers.HEAD_LENGTH, n)]
+        for v, n in zip(values, lengths, strict=True)
+    ]
     if kind in _WIDEN:
         values = [v if v.dtype == _WIDEN[kind] else tf.cast(v, _WIDEN[kind]) for v in values]
     ranks = [v.shape.rank for v in values]
@@ -184,8 +194,8 @@ def _format_kind(kind: str, leaves: list[_Leaf]) -> list[list[Any]]:
             )
         parts = tf.split(encoded, sizes, num=len(values))
     return [
-        ["[", tf.strings.reduce_join(part, separator=","), "]"] if rank else [tf.reshape(part, [])]
-        for part, rank in zip(parts, ranks, strict=True)
+        [_array_text(part, n)] if rank else [tf.reshape(part, [])]
+        for part, rank, n in zip(parts, ranks, lengths, strict=True)
     ]
 
 
@@ -214,9 +224,9 @@ class RecordTemplate:
         """Build the ops that format the record: a scalar ``tf.string``, the JSON object text.
 
         Uses only the tensors captured by :func:`template`, so it may run later in the same
-        trace, e.g. inside a ``tf.cond`` branch. A string longer than ``MAX_STRING_BYTES``
-        bytes, or a vector of unknown static length longer than ``MAX_ARRAY_LENGTH``, fails the
-        step with an ``InvalidArgumentError`` naming the field.
+        trace, e.g. inside a ``tf.cond`` branch. It cannot fail on the values: a string
+        tensor longer than ``MAX_STRING_BYTES`` bytes, or a vector of run-time length longer
+        than ``MAX_ARRAY_LENGTH``, is written as an over-cap marker (:mod:`tbkit.data.markers`).
         """
         kinds: dict[str, list[int]] = {}
         for i, leaf in enumerate(self._leaves):
@@ -225,7 +235,6 @@ class RecordTemplate:
         for kind, indices in kinds.items():
             leaves = [self._leaves[i] for i in indices]
             texts.update(zip(indices, _format_kind(kind, leaves), strict=True))
-        checks = [check for leaf in self._leaves for check in leaf.checks()]
         joined: list[Any] = []
         for piece in self._pieces:
             for item in texts[piece] if isinstance(piece, int) else [piece]:
@@ -233,8 +242,7 @@ class RecordTemplate:
                     joined[-1] += item
                 else:
                     joined.append(item)
-        with tf.control_dependencies(checks):
-            return tf.strings.join(joined)
+        return tf.strings.join(joined)
 
 
 def _as_tensor(tag: str, path: str, value: Any) -> tf.Tensor | None:

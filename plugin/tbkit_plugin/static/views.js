@@ -97,6 +97,20 @@ function cellText(value) {
   return typeof value === 'string' ? value : JSON.stringify(value);
 }
 
+/** Whether a value is tbkit's over-cap marker (a string or vector too big to write whole). */
+function isOverCap(value) {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) &&
+      Object.keys(value).length === 1 && typeof value.tbkit_over_cap === 'object';
+}
+
+/** A marker in words: "over MAX_ARRAY_LENGTH: 5000 elements, the first 32 kept". */
+function overCapText(value) {
+  const {cap, length, bytes, head} = value.tbkit_over_cap;
+  const size = length !== undefined ? `${length} elements` : `${bytes} bytes`;
+  const kept = Array.isArray(head) ? `the first ${head.length} kept` : 'its head kept';
+  return `over ${cap}: ${size}, ${kept}`;
+}
+
 function wallTimeText(value) {
   const date = new Date(Number(value) * 1000);
   return isNaN(date) ? cellText(value) : date.toISOString().replace('T', ' ').slice(0, 23);
@@ -117,15 +131,21 @@ export function showTable(ui, columns, rows, state, {onSort, onRow}) {
     return th;
   }));
   const body = el('tbody', {}, ...rows.map((row) => {
+    let overCap = false;
     const tr = el('tr', {}, ...columns.map(({name}) => {
       const value = row[name];
       const text = name === 'wall_time' ? wallTimeText(value) : cellText(value);
+      if (isOverCap(value)) {
+        overCap = true;
+        return el('td', {className: 'over-cap', title: cellText(value)}, `⚠ ${overCapText(value)}`);
+      }
       const td = el('td', {title: cellText(value)}, text);
       if (name === 'level' && LEVELS.includes(value)) td.className = `level-${value}`;
       if (value === null) td.className = 'null';
       if (typeof value === 'number') td.className = 'number';
       return td;
     }));
+    if (overCap) tr.classList.add('has-over-cap');
     tr.addEventListener('click', () => {
       for (const other of body.children) other.classList.remove('selected');
       tr.classList.add('selected');
