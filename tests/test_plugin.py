@@ -73,7 +73,7 @@ def records(plugin, **params):
 
 
 def test_runs_tags_and_counts_nested_runs(plugin):
-    assert plugin.runs_impl() == {"complete": True, "runs": {
+    assert plugin.runs_impl() == {"complete": True, "superseded": {}, "runs": {
         "exp/deep/validation": {"alert": 1, "train": 10},
         "exp/train": {"alert": 3, "train": 120},
     }}  # fmt: skip
@@ -247,8 +247,8 @@ def test_newer_schema_is_skipped_with_one_warning(tmp_path):
     plugin = make_plugin(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert plugin.runs_impl() == {"runs": {}, "complete": True}
-        assert plugin.runs_impl() == {"runs": {}, "complete": True}
+        assert plugin.runs_impl() == {"runs": {}, "superseded": {}, "complete": True}
+        assert plugin.runs_impl() == {"runs": {}, "superseded": {}, "complete": True}
     assert [str(w.message) for w in caught] == [
         "tbkit: skipping run 'new' tag 't': its records have schema version 99, newer than "
         "version 1 that this tbkit reads; upgrade tbkit."

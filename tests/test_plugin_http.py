@@ -81,7 +81,8 @@ def test_plugin_is_listed_and_enabled(server):
 
 
 def test_every_record_is_served_in_pages(server):
-    assert get_json(server, "/runs") == {"runs": {"exp/train": {"train": N}}, "complete": True}
+    assert get_json(server, "/runs") == {"runs": {"exp/train": {"train": N}}, "superseded": {},
+                                        "complete": True}
     steps = []
     for offset in (0, 1000):
         page = get_json(server, "/records", [("limit", "1000"), ("offset", str(offset))])

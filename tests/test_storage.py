@@ -274,7 +274,8 @@ def test_the_plugin_keeps_what_it_read_when_the_bucket_goes_away(s3, caplog):
     assert plugin.runs_impl()["runs"] == {"run": {"t": 4}}
     fs.rm("short-lived", recursive=True)
     with caplog.at_level("WARNING"):
-        assert plugin.runs_impl() == {"runs": {"run": {"t": 4}}, "complete": False}
+        assert plugin.runs_impl() == {"runs": {"run": {"t": 4}}, "superseded": {},
+                                      "complete": False}
         assert plugin.runs_impl()["runs"] == {"run": {"t": 4}}
     said = [r.getMessage() for r in caplog.records if "short-lived" in r.getMessage()]
     assert said == ["tbkit: cannot list s3://short-lived/logs: its bucket does not exist; "
@@ -455,7 +456,8 @@ def test_the_plugin_serves_what_it_read_while_the_server_is_paused(pausable, cap
             time.sleep(0.05)
 
     try:
-        wait_for(lambda: plugin.runs_impl() == {"runs": {"run": {"t": 3}}, "complete": True})
+        wait_for(lambda: plugin.runs_impl()
+                 == {"runs": {"run": {"t": 3}}, "superseded": {}, "complete": True})
         proc.send_signal(signal.SIGSTOP)
         try:
             wait_for(lambda: any("cannot list s3://paused/logs" in r.getMessage()

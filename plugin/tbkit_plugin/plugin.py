@@ -67,7 +67,8 @@ class TbkitPlugin(base_plugin.TBPlugin):
     def runs_impl(self) -> dict[str, Any]:
         self.store.refresh()
         with self.store.lock:
-            return {"runs": self.store.runs(), "complete": self.store.complete}
+            return {"runs": self.store.runs(), "superseded": self.store.superseded(),
+                    "complete": self.store.complete}
 
     def schema_impl(self, args: Any) -> dict[str, Any]:
         self.store.refresh()

@@ -63,6 +63,7 @@ class _Run:
     id: int
     name: str
     tags: dict[str, int] = field(default_factory=dict)  # tag → series id, first-written order
+    superseded: int = 0  # records newer writes pre-empted (a run restarted in its folder)
 
 
 def column_type(counts: np.ndarray) -> str:
@@ -206,7 +207,7 @@ class Store:
         if datum.restart:
             queued = series.queued  # this series' live queued data, oldest first
             while queued and queued[-1].step >= datum.step:
-                queued.pop()
+                self._runs[datum.series.run].superseded += len(queued.pop().values)
             if series.committed_top is not None and series.committed_top >= datum.step:
                 self._kill(sid, datum.step)
                 series.committed_top = datum.step - 1
@@ -221,6 +222,7 @@ class Store:
             self._alive.view()[dead] = False
             series = self.series[sid]
             series.count -= int(dead.sum())
+            self._runs[self.run_names[series.run]].superseded += int(dead.sum())
             dead_rows = np.flatnonzero(dead)
             for name in list(series.kinds):  # the schema forgets what only dead rows held
                 kinds = self.columns[name].kind.view()
@@ -303,6 +305,10 @@ class Store:
             if series.count:
                 out.setdefault(self.run_names[series.run], {})[series.tag] = series.count
         return {run: dict(sorted(tags.items())) for run, tags in sorted(out.items())}
+
+    def superseded(self) -> dict[str, int]:
+        """Run → records newer writes pre-empted, for the runs where some were."""
+        return {name: run.superseded for name, run in sorted(self._runs.items()) if run.superseded}
 
     def series_of(self, runs: Iterable[str], tags: frozenset[str] | set[str] | None) -> list[int]:
         """Ids of the tbkit series of ``runs`` (in that order), tags in first-seen order."""

@@ -12,6 +12,7 @@ still being written) are a run's ``unreadable_bytes``. Steps are distinct step v
 from __future__ import annotations
 
 import os
+import warnings
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,27 +23,35 @@ from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
 from tbkit.cli.terminal import printable
-from tbkit.data import frames
+from tbkit.data import events, frames
 from tbkit.data import logdir as _logdir
+from tbkit.data.errors import DataLossWarning
+from tbkit.data.metadata import PLUGIN_NAME
 
 _VALUE_PLUGINS = {"simple_value": "scalars", "histo": "histograms", "image": "images",
                   "audio": "audio", "obsolete_old_style_histogram": "histograms"}  # fmt: skip
 _GRAPH_EVENTS = {"graph_def", "meta_graph_def", "tagged_run_metadata"}
+_RECORD_PLUGINS = {PLUGIN_NAME, events.TEXT_PLUGIN}  # the tags that hold records
 
 
 @dataclass
 class Tally:
-    """Bytes, events and the steps seen (consecutive repeats dropped; counted at the end)."""
+    """Bytes, events and the steps seen (consecutive repeats dropped; counted at the end), and
+    whether they ever went back."""
 
     bytes: int = 0
     events: int = 0
     steps: array = field(default_factory=lambda: array("q"))
+    went_back: bool = False  # a step at or below the one before: TensorBoard's restart
 
     def add(self, nbytes: int, step: int) -> None:
         self.bytes += nbytes
         self.events += 1
         if not self.steps or self.steps[-1] != step:
+            self.went_back = self.went_back or bool(self.steps) and step < self.steps[-1]
             self.steps.append(step)
+        else:  # a second event of the tag at one step
+            self.went_back = True
 
 
 def _distinct(tallies: Iterable[Tally]) -> int:
@@ -110,6 +119,17 @@ def scan_run(name: str, paths: Iterable[str], source: _logdir.Logdir = _logdir.L
     return run
 
 
+def _superseded(run: RunStats, paths: list[str], source: _logdir.Logdir) -> int:
+    """Records of ``run`` that newer writes pre-empted; the run's records are read only if a
+    tbkit or text tag's steps ever went back (a run restarted in the same folder)."""
+    if not any(run.plugins[tag] in _RECORD_PLUGINS and tally.went_back
+               for tag, tally in run.tags.items()):  # fmt: skip
+        return 0
+    with warnings.catch_warnings():  # damage was the tallies' to report
+        warnings.simplefilter("ignore", DataLossWarning)
+        return events.superseded(events.scan(run.name, paths, source=source))
+
+
 def _largest_first(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["bytes"], [str(v) for v in r.values()]))
 
@@ -121,7 +141,10 @@ def collect(logdir: str | os.PathLike[str]) -> dict[str, Any]:
         FileNotFoundError, NotADirectoryError: ``logdir`` is missing or not a directory.
     """
     source = _logdir.Logdir(logdir).check()
-    runs = [scan_run(name, paths, source) for name, paths in source.runs()]
+    listed = list(source.runs())
+    runs = [scan_run(name, paths, source) for name, paths in listed]
+    superseded = [_superseded(run, paths, source)
+                  for run, (_, paths) in zip(runs, listed, strict=True)]  # fmt: skip
     by_plugin: dict[str, list[Tally]] = {}
     tags = []
     for run in runs:
@@ -145,8 +168,9 @@ def collect(logdir: str | os.PathLike[str]) -> dict[str, Any]:
                     "steps": _distinct(run.tags.values()),
                     "files": run.files,
                     "unreadable_bytes": run.unreadable,
+                    "superseded": pre_empted,
                 }
-                for run in runs
+                for run, pre_empted in zip(runs, superseded, strict=True)
             ]
         ),  # fmt: skip
         "plugins": _largest_first(
@@ -202,8 +226,14 @@ def render(stats: dict[str, Any], top: int = 20) -> str:
         lines.append(f"{human_bytes(stats['unreadable_bytes'])} in no intact record "
                      "(damage, or a record still being written)")  # fmt: skip
     numbers = ["bytes", "share", "events", "steps"]
-    runs = [[printable(r["run"]), *common(r)] for r in stats["runs"]]
-    lines += ["", *_table(["run", *numbers], runs, 1)]
+    superseded = sum(r["superseded"] for r in stats["runs"])
+    if superseded:
+        lines.append(f"{superseded:,} records superseded by newer writes at the same or lower "
+                     "steps (a run restarted in its folder; see docs/guide.md)")  # fmt: skip
+    extra = ["superseded"] if superseded else []
+    runs = [[printable(r["run"]), *common(r), *([f"{r['superseded']:,}"] if extra else [])]
+            for r in stats["runs"]]  # fmt: skip
+    lines += ["", *_table(["run", *numbers, *extra], runs, 1)]
     plugins = [[printable(r["plugin"]), *common(r), str(r["tags"])] for r in stats["plugins"]]
     lines += ["", *_table(["plugin", *numbers, "tags"], plugins, 1)]
     shown = stats["tags"] if top == 0 else stats["tags"][:top]

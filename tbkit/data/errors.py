@@ -45,3 +45,8 @@ def expected(arg: str, what: str, value: Any) -> str:
 
 class DataLossWarning(UserWarning):
     """A reader skipped data it could not trust (a corrupt record, a newer schema)."""
+
+
+class SupersedeWarning(UserWarning):
+    """A logger writes to a run folder whose earlier records its steps will pre-empt (newest
+    write wins), so TensorBoard and tbkit's readers will no longer show them."""

@@ -435,11 +435,12 @@ def scan(
     return RunScan(name, paths, reader, counts, restarts, held, reader.offsets())
 
 
-def kept(
+def _judged(
     run: RunScan, tags: Iterable[str] | None = None, progress: Progress | None = None
-) -> Iterator[Datum]:
-    """The run's data (of ``tags`` only, if given) in write order, after pre-emption: from
-    memory, or from a second, quiet pass over exactly the bytes the scan read."""
+) -> Iterator[tuple[Datum, bool]]:
+    """The run's data (of ``tags`` only, if given) in write order, each with whether it
+    survives pre-emption: from memory, or from a second, quiet pass over exactly the bytes the
+    scan read."""
     wanted = None if tags is None else set(tags)
     data: Iterable[Datum]
     if run.kept is not None:
@@ -458,8 +459,23 @@ def kept(
         if wanted is not None and tag not in wanted:
             continue
         pre_empted = restarts.get(tag)
-        if pre_empted is None or pre_empted.survives(index, datum.step):
-            yield datum
+        yield datum, pre_empted is None or pre_empted.survives(index, datum.step)
+
+
+def kept(
+    run: RunScan, tags: Iterable[str] | None = None, progress: Progress | None = None
+) -> Iterator[Datum]:
+    """The run's data (of ``tags`` only, if given) in write order, after pre-emption: from
+    memory, or from a second, quiet pass over exactly the bytes the scan read."""
+    return (datum for datum, survives in _judged(run, tags, progress) if survives)
+
+
+def superseded(run: RunScan) -> int:
+    """How many records of the run newer writes pre-empted (TensorBoard's "newest write wins"
+    for a run restarted at a lower step): 0 without reading again if no tag restarted."""
+    if not run.restarts:
+        return 0
+    return sum(len(datum.values) for datum, survives in _judged(run) if not survives)
 
 
 def run_records(

@@ -174,7 +174,7 @@ class TensorBoardRecords(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None) -> None:
         self._restore_model()  # a fit that raised never reached on_train_end
-        self._open_train()
+        self._open_train().check_earlier_run()
         model = self.model
         own = model.train_function
         if self._built is None or self._built[0] is not own or self._built[1] is not self._train:
@@ -197,6 +197,7 @@ class TensorBoardRecords(keras.callbacks.Callback):
         if validation:
             if self._validation is None:
                 self._validation = self._logger("validation", self._train.step)
+                self._validation.check_earlier_run()
             _write_epoch(self._validation, validation, epoch)
         if int(self._train.step.numpy()) == self._epoch_start_step:
             self._warn_once(

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tbkit.data import levels
 from tbkit.data.errors import LoggerClosedError, TbkitTypeError, TbkitValueError, expected
-from tbkit.summary import context, ops, schedule
+from tbkit.summary import context, ops, restart, schedule
 from tbkit.summary.openflag import OpenFlag
 from tbkit.summary.profile import ProfileWindow, check_window
 from tbkit.summary.writer import FileWriter, UnflushedWriter
@@ -119,6 +119,7 @@ class SummaryLogger(tf.Module):
         self.threshold = tf.Variable(
             levels.level_index(level), dtype=tf.int64, trainable=False, name="threshold"
         )
+        self._earlier = restart.earlier_files(self._logdir)  # read before the writer's own
         self._writer = FileWriter(self._logdir, max_queue=max_queue, flush_millis=flush_millis)
         self._unflushed = UnflushedWriter(self._writer)
         self._open = OpenFlag()  # checked by every write branch, lowered on closing
@@ -215,6 +216,8 @@ class SummaryLogger(tf.Module):
     def submit(self, pending: ops.Pending, step: tf.Tensor | None = None) -> None:
         """Write ``pending`` now, at the current step, behind a guard of its own."""
         self._check_open()
+        if self._earlier and tf.executing_eagerly():
+            self.check_earlier_run()
         step = self.step.read_value() if step is None else step
         recorded = self.should_record(pending, step, self.threshold.read_value())
 
@@ -224,6 +227,16 @@ class SummaryLogger(tf.Module):
                     ops.write(pending, step)
 
         tf.cond(recorded, write, lambda: None)
+
+    def check_earlier_run(self) -> None:
+        """Once, before the first write: warn (:class:`tbkit.SupersedeWarning`)
+        if the folder held records of an earlier run at or above the step this one starts at.
+
+        Decorated steps and the Keras callback call it on their first call, so a step restored
+        from a checkpoint after the logger was made counts."""
+        paths, self._earlier = self._earlier, []
+        if paths:
+            restart.warn_if_superseding(self._logdir, paths, int(self.step.numpy()))
 
     # -- lifetime -----------------------------------------------------------------------------
 

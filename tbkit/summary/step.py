@@ -125,6 +125,8 @@ class TrainStep:
 
     def __call__(self, *args, **kwargs):
         self._logger._check_open()
+        if self._logger._earlier:  # the first call: does it hide an earlier run's records?
+            self._logger.check_earlier_run()
         window = self._logger.profile_window
         if window is None or window.done:
             return self.function(*args, **kwargs)

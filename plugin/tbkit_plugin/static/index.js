@@ -49,9 +49,9 @@ export async function render() {
 
   async function loadRuns() {
     try {
-      const {runs, complete} = await model.fetchRuns();
+      const {runs, superseded, complete} = await model.fetchRuns();
       runsComplete = complete;
-      views.showRuns(ui, runs);
+      views.showRuns(ui, runs, superseded || {});
       // A run not read yet may still come; once everything is read, an unknown run is gone.
       if (complete && state.run && !(state.run in runs)) state.run = '';
       ui.run.value = state.run;

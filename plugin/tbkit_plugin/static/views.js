@@ -78,12 +78,18 @@ export function showControls(ui, state) {
   ui.limit.value = String(state.limit);
 }
 
-export function showRuns(ui, runs) {
+/** The run selector: each run with its record count, and how many records newer writes
+ * superseded (a run restarted in its folder) when some were. */
+export function showRuns(ui, runs, superseded) {
   const total = (tags) => Object.values(tags).reduce((a, b) => a + b, 0);
+  const label = (name, tags) => superseded[name] ?
+    `${name} (${total(tags)}; ${superseded[name]} superseded)` : `${name} (${total(tags)})`;
   ui.run.replaceChildren(
     el('option', {value: ''}, 'all runs'),
     ...Object.entries(runs).map(([name, tags]) =>
-      el('option', {value: name}, `${name} (${total(tags)})`)));
+      el('option', {value: name, title: superseded[name] ?
+        `${superseded[name]} records of ${name} were superseded by newer writes at the same ` +
+        'or lower steps (the run was restarted in its folder)' : name}, label(name, tags))));
 }
 
 export function showDownloads(ui, jsonlUrl, csvUrl) {
