@@ -94,8 +94,8 @@ def scan_run(name: str, paths: Iterable[str], source: _logdir.Logdir = _logdir.L
     run = RunStats(name)
     for path in paths:
         size, covered = source.size(path), 0
-        run.files += 1
-        for _, data in frames.FrameReader(path, source=source).read(size):
+        reader = frames.FrameReader(path, source=source)
+        for _, data in reader.read(size):
             nbytes = frames.OVERHEAD + len(data)
             covered += nbytes
             try:
@@ -115,6 +115,9 @@ def scan_run(name: str, paths: Iterable[str], source: _logdir.Logdir = _logdir.L
             for i, (value, own) in enumerate(zip(values, sizes, strict=True)):
                 tally = run.tally(value.tag, _plugin(value))
                 tally.add(own + share + (extra if i == 0 else 0), event.step)
+        if reader.skipped:  # not an event file after all (a FIFO, a dangling link): warned
+            continue
+        run.files += 1
         run.unreadable += max(0, size - covered)
     return run
 

@@ -68,6 +68,11 @@ class FrameReader:
         self._unreadable: str | None = None  # why the file could not be read, once warned
 
     @property
+    def skipped(self) -> bool:
+        """Whether the last read could not open the file (and warned why)."""
+        return self._unreadable is not None
+
+    @property
     def where(self) -> str:
         """The file as messages name it (a URL for an object)."""
         return self.source.show(self.path)

@@ -79,6 +79,10 @@ def _filesystem(url: str) -> tuple[Any, str]:
         raise StorageError(f"cannot read {url}: {e}") from e
 
 
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}  # fmt: skip
+
+
 class Logdir:
     """Where TensorBoard would be pointed: a local folder or an fsspec URL.
 
@@ -206,8 +210,16 @@ class Logdir:
                 raise
             except Exception as e:
                 raise explain(self.show(path), "read", e) from e
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            if os.path.islink(path):
+                raise OSError(f"a symbolic link to nothing ({os.readlink(path)})") from None
+            raise
+        if not stat.S_ISREG(mode):
+            raise OSError(f"not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'special file')})")
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO never blocks
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the stat
             os.close(fd)
             raise OSError("not a regular file")
         return os.fdopen(fd, "rb")
