@@ -167,9 +167,10 @@ def _contains(f: Field, needle: str) -> np.ndarray:
         return out
     for k in (col.INT, col.FLOAT):
         rows = np.flatnonzero(kind == k)
-        if len(rows):
-            values, inverse = np.unique(f.num[rows], return_inverse=True)
-            hit = np.array([needle in _number_text(v, k == col.INT) for v in values.tolist()])
+        if len(rows):  # distinct bit patterns: -0.0 is not 0.0 here, its text is "-0.0"
+            bits, inverse = np.unique(f.num[rows].view(np.int64), return_inverse=True)
+            values = bits.view(np.float64).tolist()
+            hit = np.array([needle in _number_text(v, k == col.INT) for v in values])
             out[rows] = hit[inverse]
     for row, value in (f.big or {}).items():
         out[row] = needle in str(value)
