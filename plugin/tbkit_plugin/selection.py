@@ -202,7 +202,7 @@ def export_csv(store: store_mod.Store, ids: np.ndarray, columns: list[str]) -> I
         buffer.truncate()
         return text.encode("utf-8")
 
-    writer.writerow(columns)
+    writer.writerow([rows.text_cell(name) for name in columns])
     yield flush()
     for i in range(0, len(ids), EXPORT_BATCH):
         for row in store.flat_rows(ids[i : i + EXPORT_BATCH]):

@@ -70,7 +70,7 @@ class Export:
         where, count = self.where, 0
         if self.format == "csv":
             writer = rows.csv_writer(out)
-            writer.writerow(self.columns)
+            writer.writerow([rows.text_cell(name) for name in self.columns])
             for record in self.records(track):
                 row = rows.flat(record)
                 if where is None or where(row):
