@@ -18,6 +18,7 @@ from werkzeug.datastructures import MultiDict
 
 import tbkit
 from tbkit import metadata, query
+from tbkit.data.levels import LEVELS
 from tbkit.data.rows import flatten
 from tbkit_plugin import selection
 from tbkit_plugin.plugin import TbkitPlugin
@@ -404,8 +405,16 @@ def test_vectorised_where_equals_the_python_filter(mixed_plugin, mixed_rows, tex
 def test_vectorised_sort_equals_a_stable_python_sort(mixed_plugin, mixed_rows, column, order):
     present = [row for row in mixed_rows if row.get(column) is not None]
     missing = [row for row in mixed_rows if row.get(column) is None]
-    present.sort(key=lambda row: selection.sort_key(row[column]), reverse=order == "desc")
+    present.sort(key=lambda row: selection.sort_key(row[column], column), reverse=order == "desc")
     assert ids(mixed_plugin, sort=column, order=order) == [row["id"] for row in present + missing]
+
+
+def test_level_sorts_by_severity(mixed_plugin):
+    for order, levels in (("asc", LEVELS), ("desc", LEVELS[::-1])):
+        got = [r["level"] for r in records(mixed_plugin, sort="level", order=order,
+                                           limit="1000")["rows"]]  # fmt: skip
+        assert list(dict.fromkeys(got)) == list(levels)  # each level once, in severity order
+        assert got == sorted(got, key=LEVELS.index, reverse=order == "desc")
 
 
 @pytest.mark.parametrize("needle", [*NEEDLES, '"tag":"rec"', '"odd key":', "STRASSE", "\n", "x"])
