@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import tty
 from pathlib import Path
 
 import google_crc32c
@@ -693,3 +694,82 @@ def test_names_cannot_drive_the_terminal(tmp_path):
     exported = json.loads(run_tbkit("export", tmp_path).stdout)
     assert (exported["run"], exported["tag"], exported["note"]) == (
         hostile, "tag\x9b31m", "bell\x07 and \x85")  # fmt: skip
+
+
+RAW_CONTROLS = (b"\x1b", b"\x07", b"\x7f", "\x9b".encode(), "\x85".encode())
+
+
+def on_a_terminal(*args: str) -> tuple[int, bytes]:
+    """Run ``tbkit ARGS`` with stdout and stderr on a real pty; its exit status and the bytes."""
+    leader, follower = pty.openpty()
+    tty.setraw(follower)  # no "\n" → "\r\n" on the way: the bytes the command wrote
+    try:
+        done = subprocess.Popen([TBKIT, *map(str, args)], stdout=follower, stderr=follower,
+                                env={**os.environ, "TERM": "xterm"})  # fmt: skip
+        os.close(follower)
+        shown = b""
+        while True:  # read while it runs: a full terminal buffer would block it
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        return done.wait(timeout=300), shown
+    finally:
+        os.close(leader)
+
+
+@pytest.fixture
+def hostile(tmp_path) -> Path:
+    """A run, a tag, a field name and values holding C0, DEL and C1 controls."""
+    write_raw(tmp_path / "logs" / "run\x1b[2J\x1b]0;owned\x07" / "events.out.tfevents.1",
+              [(0, "tag\x9b31m", {"note": "bell\x07 and \x85", "k\x9b": "x\x7fy"})])  # fmt: skip
+    return tmp_path / "logs"
+
+
+def test_export_to_a_terminal_shows_control_characters_escaped(hostile):
+    code, shown = on_a_terminal("export", hostile)
+    assert code == 0 and not any(c in shown for c in RAW_CONTROLS), shown
+    line = shown.decode().strip()  # still one JSON object, of the same values
+    assert json.loads(line) == {"run": "run\x1b[2J\x1b]0;owned\x07", "tag": "tag\x9b31m",
+                                "step": 0, "wall_time": json.loads(line)["wall_time"],
+                                "level": "info", "note": "bell\x07 and \x85",
+                                "k\x9b": "x\x7fy"}  # fmt: skip
+    assert '"tag\\u009b31m"' in line and '"k\\u009b":"x\\u007fy"' in line
+    code, shown = on_a_terminal("export", hostile, "--format", "csv")
+    assert code == 0 and not any(c in shown for c in RAW_CONTROLS), shown
+    text = shown.decode()
+    assert "run\\x1b[2J\\x1b]0;owned\\x07,tag\\x9b31m,0," in text
+    assert text.endswith(",info,bell\\x07 and \\x85,x\\x7fy\r\n")
+    assert text.startswith("run,tag,step,wall_time,level,note,k\\x9b\r\n")
+    code, shown = on_a_terminal("stats", hostile, "--json")
+    assert code == 0 and not any(c in shown for c in RAW_CONTROLS), shown
+    assert json.loads(shown.decode())["runs"][0]["run"] == "run\x1b[2J\x1b]0;owned\x07"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_export_to_a_pipe_is_the_data_as_exported_to_a_file(hostile, tmp_path, fmt):
+    out = tmp_path / f"out.{fmt}"
+    assert cli.main(["export", str(hostile), "--format", fmt, "-o", str(out)]) == 0
+    piped = subprocess.run([TBKIT, "export", hostile, "--format", fmt], capture_output=True,
+                           timeout=300)  # fmt: skip
+    assert piped.returncode == 0 and piped.stdout == out.read_bytes()
+    assert "tag\x9b31m".encode() in piped.stdout and "\x85".encode() in piped.stdout
+
+
+def test_error_messages_show_control_characters_escaped(hostile, tmp_path):
+    args = [("export", hostile, "--where", '"\x1b[2J\x9b"'),
+            ("export", hostile, "--run", "r\x1b[2J\x9b"),
+            ("export", tmp_path / "no\x1b[2J\x9b"),
+            ("tail", tmp_path / "no\x1b[2J\x9b"),
+            ("stats", tmp_path / "no\x1b[2J\x9b")]  # fmt: skip
+    for command in args:
+        done = run_tbkit(*command)
+        assert done.returncode in (1, 2) and done.stderr.count("\n") == 1, done.stderr
+        assert "\\x1b[2J\\x9b" in done.stderr, done.stderr
+        assert not any(c in done.stderr.encode() for c in RAW_CONTROLS), done.stderr
+    code, shown = on_a_terminal("export", hostile, "-o", tmp_path / "out\x1b[2J\x9b.jsonl")
+    assert code == 0 and "1 records to " in shown.decode()
+    assert b"out\\x1b[2J\\x9b.jsonl" in shown and "\x9b".encode() not in shown

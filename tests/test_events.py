@@ -421,3 +421,32 @@ def test_every_reader_gives_the_same_rows_byte_for_byte(mixed_logdir):
 
     tail_out = run_cli("tail", mixed_logdir, "-n", len(records))
     assert sorted(tail_out.splitlines()) == sorted(tail.format_record(r) for r in records)
+
+
+# (string written, CSV cell): formula starts get a leading "'", numbers and other text do not.
+FORMULA_CELLS = [
+    ("=1+1", "'=1+1"), ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"), ("-2+3", "'-2+3"),
+    ("@SUM(A1:A9)", "'@SUM(A1:A9)"), ("\t=1", "'\t=1"), ("\r=1", "'\r=1"), ("-", "'-"),
+    ("--1", "'--1"), ("-NaN", "'-NaN"), ("- 1", "'- 1"), ("-1.5", "-1.5"), ("+3", "+3"),
+    ("-1e5", "-1e5"), ("-.5", "-.5"), ("-Infinity", "-Infinity"), ("NaN", "NaN"),
+    ("plain", "plain"), ("a=1", "a=1"), (" =1", " =1"), ("", ""), ("'=x", "'=x"),
+]  # fmt: skip
+
+
+def test_csv_cells_a_spreadsheet_would_run_start_with_a_quote(tmp_path):
+    """OWASP's advice against formula injection, the same in the CLI's and the plugin's CSV;
+    JSON numbers and the strings for non-finite numbers are never prefixed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    objects = [json.dumps({"s": text, "=HYPERLINK(x)": 1, "n": -1.5, "m": -3, "level": "info"})
+               for text, _ in FORMULA_CELLS]  # fmt: skip
+    (run / "events.out.tfevents.1").write_bytes(
+        b"".join(raw_frame(i, "t", [o.encode()]) for i, o in enumerate(objects)))
+    csv_text = run_cli("export", tmp_path, "--format", "csv")
+    assert plugin_export(tmp_path, "csv") == csv_text
+    header, *table = list(csv.reader(io.StringIO(csv_text, newline="")))
+    assert header == ["run", "tag", "step", "wall_time", "level", "s", "'=HYPERLINK(x)", "n", "m"]
+    assert [row[5] for row in table] == [cell for _, cell in FORMULA_CELLS]
+    assert {(row[7], row[8]) for row in table} == {("-1.5", "-3")}
+    jsonl = run_cli("export", tmp_path)  # JSON Lines keep the data as written
+    assert [json.loads(line)["s"] for line in jsonl.splitlines()] == [t for t, _ in FORMULA_CELLS]

@@ -18,6 +18,7 @@ from werkzeug.datastructures import MultiDict
 
 import tbkit
 from tbkit import metadata, query
+from tbkit.data.levels import LEVELS
 from tbkit.data.rows import flatten
 from tbkit_plugin import selection
 from tbkit_plugin.plugin import TbkitPlugin
@@ -259,7 +260,7 @@ def test_newer_schema_is_skipped_with_one_warning(tmp_path):
 # The columnar store against the row-by-row references: tbkit.read_records with Query.matches
 # for `where`, selection.sort_key for `sort`, a substring of each export line for `search`.
 
-POOL = [0, 1, -1, 2, 7, 2**53, 2**53 + 1, 2**60 + 1, -(2**60) - 1, 2**64 + 5, 0.5, -0.0, 2.5,
+POOL = [0, 1, -1, 2, 7, 2**53, 2**53 + 1, 2**60 + 1, -(2**60) - 1, 2**64 + 5, 0.5, -0.0, 0.0, 2.5,
         1e-3, 1e300, 9007199254740992.0, "NaN", "Infinity", "-Infinity", "abc", "ABC", "Straße",
         "STRASSE", "got nan here", "", "1", "é", True, False, None, [1, 2], [], {}, {"x": 1},
         {"x": "deep"}]  # fmt: skip
@@ -300,7 +301,8 @@ def mixed(tmp_path_factory):
             if rng.random() < 0.85:
                 o[name] = rng.choice(POOL)
         if rng.random() < 0.9:
-            o["b"] = rng.choice([rng.uniform(-3, 3), rng.randrange(-5, 5), "NaN", 2**60 + 3])
+            o["b"] = rng.choice([rng.uniform(-3, 3), rng.randrange(-5, 5), "NaN", 2**60 + 3,
+                                 -0.0, 0.0])  # fmt: skip
         if rng.random() < 0.5:
             o["opt"] = {"lr": rng.choice([1e-3, 2e-3, 0.5, None])}
         return o
@@ -311,6 +313,7 @@ def mixed(tmp_path_factory):
     write_events(root / "resumed", [(s, [obj()]) for s in range(20)])
     write_events(root / "resumed", [(s, [obj()]) for s in range(8, 15)])  # pre-empts 8 on
     write_events(root / "big", [(2**60 + s, [obj()]) for s in range(5)])
+    write_events(root, [(s, [obj()]) for s in range(12)])  # run ".", first in name order
     return root
 
 
@@ -346,12 +349,12 @@ def test_the_store_reads_what_read_records_reads(mixed_plugin, mixed_rows):
 
 LITERALS = ["0", "1", "-1", "2", "7", "9007199254740992", "9007199254740993", "1152921504606846977",
             "1152921504606846976", "18446744073709551621", "-1152921504606846977", "0.5", "-0.0",
-            "2.5", "1e300", "1.152921504606847e18", "9007199254740992.0", "nan", "infinity",
+            "0.0", "2.5", "1e300", "1.152921504606847e18", "9007199254740992.0", "nan", "infinity",
             "-infinity", "1e-3", '"abc"', '"NaN"', '"Straße"', '""', '"1"', '"é"',
             '"Infinity"']  # fmt: skip
 FIELDS_Q = ["a", "b", "s", "`odd key`", "opt.lr", "a.x", "id", "step", "wall_time", "run", "tag"]
 NEEDLES = ["nan", "ABC", "strasse", "ß", "1", "2", "true", "[1", "{}", "deep", "e", "0.5", "é",
-           "exp/", "115292150460684697"]  # fmt: skip
+           "exp/", "115292150460684697", "-", "-0", "0.0"]  # fmt: skip
 
 
 @st.composite
@@ -378,11 +381,22 @@ def where_text(draw, depth=0):
     return f"{name} {op} {draw(st.sampled_from(LITERALS))}"
 
 
+RUNS = [".", "big", "exp/a", "exp/b", "resumed"]
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(where_text())
-def test_vectorised_where_equals_the_python_filter(mixed_plugin, mixed_rows, text):
+@given(where_text(), st.lists(st.sampled_from(RUNS), unique=True, max_size=4))
+def test_vectorised_where_equals_the_python_filter(mixed_plugin, mixed_rows, text, runs):
+    """Any filter over any runs, asked in any order: the rows of Query, runs in name order."""
     q = query.parse(text)
-    assert ids(mixed_plugin, where=text) == [row["id"] for row in mixed_rows if q(row)], text
+    chosen = [row for row in mixed_rows if not runs or row["run"] in runs]
+    try:
+        got = ids(mixed_plugin, where=text, run=runs)
+    except selection.BadParameter as e:  # a field none of these runs has is refused
+        assert e.message.startswith("unknown field"), e.message
+        assert not q.fields <= {name for row in chosen for name in row}, (text, runs)
+        return
+    assert got == [row["id"] for row in chosen if q(row)], (text, runs)
 
 
 @pytest.mark.parametrize("column", ["a", "b", "s", "odd key", "opt.lr", "a.x", "id", "step",
@@ -391,8 +405,16 @@ def test_vectorised_where_equals_the_python_filter(mixed_plugin, mixed_rows, tex
 def test_vectorised_sort_equals_a_stable_python_sort(mixed_plugin, mixed_rows, column, order):
     present = [row for row in mixed_rows if row.get(column) is not None]
     missing = [row for row in mixed_rows if row.get(column) is None]
-    present.sort(key=lambda row: selection.sort_key(row[column]), reverse=order == "desc")
+    present.sort(key=lambda row: selection.sort_key(row[column], column), reverse=order == "desc")
     assert ids(mixed_plugin, sort=column, order=order) == [row["id"] for row in present + missing]
+
+
+def test_level_sorts_by_severity(mixed_plugin):
+    for order, levels in (("asc", LEVELS), ("desc", LEVELS[::-1])):
+        got = [r["level"] for r in records(mixed_plugin, sort="level", order=order,
+                                           limit="1000")["rows"]]  # fmt: skip
+        assert list(dict.fromkeys(got)) == list(levels)  # each level once, in severity order
+        assert got == sorted(got, key=LEVELS.index, reverse=order == "desc")
 
 
 @pytest.mark.parametrize("needle", [*NEEDLES, '"tag":"rec"', '"odd key":', "STRASSE", "\n", "x"])

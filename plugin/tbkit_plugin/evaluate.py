@@ -36,6 +36,7 @@ class Field:
     texts: list[str] | None = None
     big: dict[int, int] | None = None
     exact: np.ndarray | None = None  # int64 values (the step), compared exactly
+    ranked: bool = False  # codes are the sort order (level: debug < info < warning < error)
 
 
 def field(store: Store, name: str, arrays: dict[str, np.ndarray]) -> Field | None:
@@ -45,7 +46,8 @@ def field(store: Store, name: str, arrays: dict[str, np.ndarray]) -> Field | Non
         texts = {"run": store.run_names, "tag": [s.tag for s in store.series],
                  "level": list(LEVELS)}[name]  # fmt: skip
         code = {"run": arrays["run"], "tag": arrays["sid"], "level": arrays["level"]}[name]
-        return Field(np.full(n, col.STR, np.uint8), code=code.astype(np.int32), texts=texts)
+        return Field(np.full(n, col.STR, np.uint8), code=code.astype(np.int32), texts=texts,
+                     ranked=name == "level")  # fmt: skip
     if name == "step":
         step = arrays["step"]
         return Field(np.full(n, col.INT, np.uint8), num=step.astype(np.float64), exact=step)
@@ -167,9 +169,10 @@ def _contains(f: Field, needle: str) -> np.ndarray:
         return out
     for k in (col.INT, col.FLOAT):
         rows = np.flatnonzero(kind == k)
-        if len(rows):
-            values, inverse = np.unique(f.num[rows], return_inverse=True)
-            hit = np.array([needle in _number_text(v, k == col.INT) for v in values.tolist()])
+        if len(rows):  # distinct bit patterns: -0.0 is not 0.0 here, its text is "-0.0"
+            bits, inverse = np.unique(f.num[rows].view(np.int64), return_inverse=True)
+            values = bits.view(np.float64).tolist()
+            hit = np.array([needle in _number_text(v, k == col.INT) for v in values])
             out[rows] = hit[inverse]
     for row, value in (f.big or {}).items():
         out[row] = needle in str(value)
@@ -215,7 +218,8 @@ def _dense_rank(keys: list[Any]) -> np.ndarray:
 def sort_rows(store: Store, rows: np.ndarray, name: str, descending: bool,
               arrays: dict[str, np.ndarray]) -> np.ndarray:  # fmt: skip
     """``rows`` stably sorted by column ``name``: numbers < NaN < strings < bools < arrays and
-    objects (reversed when ``descending``), rows without a value last in either order."""
+    objects (reversed when ``descending``), rows without a value last in either order; ``level``
+    by severity (debug < info < warning < error), not alphabetically."""
     f = field(store, name, arrays)
     if f is None:
         return rows
@@ -243,7 +247,8 @@ def sort_rows(store: Store, rows: np.ndarray, name: str, descending: bool,
         strings = kind == col.STR
         cls[strings] = 2
         if strings.any():
-            key[strings] = _dense_rank(f.texts)[f.code[rows[strings]]]
+            codes = f.code[rows[strings]]
+            key[strings] = codes if f.ranked else _dense_rank(f.texts)[codes]
         bools = kind == col.BOOL
         cls[bools] = 3
         key[bools] = num[bools]

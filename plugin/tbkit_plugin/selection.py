@@ -17,7 +17,7 @@ import numpy as np
 from tensorboard import errors
 
 from tbkit.data import query, rows
-from tbkit.data.levels import LEVELS
+from tbkit.data.levels import LEVELS, RANK
 from tbkit_plugin import evaluate
 from tbkit_plugin import store as store_mod
 
@@ -156,10 +156,13 @@ def _write_order(store: store_mod.Store, runs: tuple[str, ...], arrays: dict) ->
     return order
 
 
-def sort_key(value: Any) -> tuple:
-    """The reference sort key: numbers (with "NaN"-like strings) < NaN < strings < bools <
-    arrays and objects. :func:`tbkit_plugin.evaluate.sort_rows` sorts as a stable sort on it
-    does, rows without a value last."""
+def sort_key(value: Any, column: str = "") -> tuple:
+    """The reference sort key of a value of ``column``: numbers (with "NaN"-like strings) < NaN
+    < strings < bools < arrays and objects; the ``level`` column by severity (debug < info <
+    warning < error). :func:`tbkit_plugin.evaluate.sort_rows` sorts as a stable sort on it does,
+    rows without a value last."""
+    if column == "level":
+        return (2, RANK[value])
     if isinstance(value, str) and value in rows.NON_FINITE:
         value = rows.NON_FINITE[value]
     if isinstance(value, bool):
@@ -202,7 +205,7 @@ def export_csv(store: store_mod.Store, ids: np.ndarray, columns: list[str]) -> I
         buffer.truncate()
         return text.encode("utf-8")
 
-    writer.writerow(columns)
+    writer.writerow([rows.text_cell(name) for name in columns])
     yield flush()
     for i in range(0, len(ids), EXPORT_BATCH):
         for row in store.flat_rows(ids[i : i + EXPORT_BATCH]):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
+from tbkit.cli.terminal import printable, printable_json
 from tbkit.data import events, parquet, query, rows
 from tbkit.data import logdir as _logdir
 from tbkit.data.errors import TbkitError
@@ -65,21 +66,29 @@ class Export:
         for run in self.runs:
             yield from events.run_records(run, self.tags, progress)
 
-    def write(self, out: TextIO, track: Tracker = _no_tracker) -> int:
-        """Write the matching records to ``out`` (opened with ``newline=""``); return how many."""
+    def write(self, out: TextIO, track: Tracker = _no_tracker, terminal: bool = False) -> int:
+        """Write the matching records to ``out`` (opened with ``newline=""``); return how many.
+
+        With ``terminal`` the text is for a person's terminal, not for a program: control
+        characters in CSV cells print as ``\\x1b`` and DEL and C1 controls in JSON strings as
+        ``\\u009b`` (:mod:`tbkit.cli.terminal`), so data cannot drive the terminal.
+        """
         where, count = self.where, 0
         if self.format == "csv":
+            cell = _shown_cell if terminal else rows.cell
+            text_cell = _shown_text_cell if terminal else rows.text_cell
             writer = rows.csv_writer(out)
-            writer.writerow(self.columns)
+            writer.writerow([text_cell(name) for name in self.columns])
             for record in self.records(track):
                 row = rows.flat(record)
                 if where is None or where(row):
-                    writer.writerow([rows.cell(row.get(name)) for name in self.columns])
+                    writer.writerow([cell(row.get(name)) for name in self.columns])
                     count += 1
         else:
+            line = _shown_line if terminal else rows.json_line
             for record in self.records(track):
                 if where is None or where.matches(record):
-                    out.write(rows.json_line(record) + "\n")
+                    out.write(line(record) + "\n")
                     count += 1
         return count
 
@@ -94,6 +103,18 @@ class Export:
         runs = [(run.name, functools.partial(events.run_records, run, self.tags, progress))
                 for run in self.runs]  # fmt: skip
         return parquet.write(target, runs, self.where)
+
+
+def _shown_cell(value: object) -> str:
+    return printable(rows.cell(value))
+
+
+def _shown_text_cell(text: str) -> str:
+    return printable(rows.text_cell(text))
+
+
+def _shown_line(record: Record) -> str:
+    return printable_json(rows.json_line(record))
 
 
 def field_names(run: events.RunScan, tags: list[str] | None,

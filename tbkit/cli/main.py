@@ -2,7 +2,8 @@
 
 ``tbkit demo`` is the README's main job. The reading commands never import TensorFlow. A user
 error (a missing logdir, no records, a bad ``--where``) is one line on stderr and exit status 1
-(nothing to read) or 2 (a bad argument), never a traceback.
+(nothing to read) or 2 (a bad argument), never a traceback; what it and the warnings print has
+control characters escaped (:mod:`tbkit.cli.terminal`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 import warnings
 from collections.abc import Iterator
 from typing import TextIO
+
+from tbkit.cli.terminal import printable, printable_json
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -139,9 +142,9 @@ def _export(args: argparse.Namespace) -> int:
         if fmt != "parquet":
             output = _atomic_output(args.output) if args.output else _utf8_stdout()
             with output as out:
-                count = job.write(out, track)
+                count = job.write(out, track, terminal=to_terminal)
     if show:
-        print(f"{count} records to {args.output or 'stdout'}", file=sys.stderr)
+        print(f"{count} records to {printable(args.output or 'stdout')}", file=sys.stderr)
     return 0
 
 
@@ -191,7 +194,8 @@ def _stats(args: argparse.Namespace) -> int:
         raise CommandError(f"no event files under {args.logdir!r}", 1)
     with _utf8_stdout() as out:
         if args.json:
-            out.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+            text = json.dumps(report, indent=2, ensure_ascii=False)
+            out.write((printable_json(text) if sys.stdout.isatty() else text) + "\n")
         else:
             out.write(stats.render(report, top=args.top))
     return 0
@@ -299,7 +303,7 @@ def _positive_float(text: str) -> float:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     text = str(message).removeprefix("tbkit: ")
-    print(f"tbkit: warning: {text}", file=sys.stderr)
+    print(f"tbkit: warning: {printable(text)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,13 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return args.run(args)
         except CommandError as e:
-            print(f"{prog}: {e}", file=sys.stderr)
+            print(f"{prog}: {printable(str(e))}", file=sys.stderr)
             return e.code
         except BrokenPipeError:  # the reader has gone (see _utf8_stdout): not an error
             return 0
         except OSError as e:  # a missing logdir, an output that cannot be written
-            print(f"{prog}: {f'{e.strerror}: {e.filename!r}' if e.strerror else e}",
-                  file=sys.stderr)  # fmt: skip
+            text = f"{e.strerror}: {e.filename!r}" if e.strerror else str(e)
+            print(f"{prog}: {printable(text)}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 130

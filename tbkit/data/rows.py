@@ -6,7 +6,8 @@ them. A JSON line is compact strict JSON (RFC 8259): ``run, tag, step, wall_time
 first, then the fields in their written order; floats in Python's shortest round-trip form;
 non-finite numbers (``NaN`` written as a number by another tool, or ``1e400``, which no double
 holds) as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``, as tbkit writes them. CSV is
-RFC 4180 (CRLF line ends).
+RFC 4180 (CRLF line ends); a string cell a spreadsheet would run as a formula starts with
+``'`` (:func:`text_cell`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple, TextIO
 
@@ -85,14 +87,31 @@ def flat(record: Record) -> dict[str, Any]:
     return row
 
 
+#: What a spreadsheet takes for the start of a formula in a cell (OWASP, "CSV Injection").
+FORMULA_START = frozenset("=+-@\t\r")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def text_cell(text: str) -> str:
+    """A string as a CSV cell, safe to open in a spreadsheet: a text that starts with ``=``,
+    ``+``, ``-``, ``@``, tab or carriage return gets a leading ``'`` (OWASP's advice against
+    formula injection), unless it is a number (``-1.5``, ``+3``, ``-1e5``, ``-Infinity``),
+    which a spreadsheet reads as that number and never as a formula."""
+    if text and text[0] in FORMULA_START and text not in NON_FINITE and \
+            not _NUMBER_TEXT.fullmatch(text):  # fmt: skip
+        return "'" + text
+    return text
+
+
 def cell(value: Any) -> str:
-    """A CSV cell: empty for null or missing; strings as they are; integers exact; floats in
-    the shortest round-trip form (non-finite ones as tbkit's strings); bools, arrays and
-    objects as their compact JSON."""
+    """A CSV cell: empty for null or missing; strings as they are, but for the ``'`` that
+    :func:`text_cell` puts before one a spreadsheet would run as a formula; integers exact;
+    floats in the shortest round-trip form (non-finite ones as tbkit's strings); bools, arrays
+    and objects as their compact JSON."""
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
+        return text_cell(value)
     if type(value) is float:
         return repr(value) if math.isfinite(value) else _finite_text(value)
     return strict_json(value)
