@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
+from eventfiles import next_second
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tensorboard.compat.proto import event_pb2
@@ -322,6 +323,7 @@ def mixed_logdir(tmp_path_factory) -> Path:
     with log:
         for value in (2.0, 0.0, float("nan"), -0.0, 3.5):
             step(tf.constant(value))
+    next_second()  # the resumed run's file sorts after the first one's
     resumed = tbkit.SummaryLogger(train, every={"info": 1}, step=tf.Variable(3, dtype=tf.int64))
 
     @resumed.train_step(advance=True)

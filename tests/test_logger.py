@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import tensorflow as tf
+from eventfiles import next_second
 from tbreader import steps
 
 import tbkit
@@ -162,6 +163,7 @@ def test_step_is_checkpointed_with_the_logger(tmp_path):
     path = tf.train.Checkpoint(logger=log).save(str(tmp_path / "ckpt" / "c"))
     log.close()
 
+    next_second()
     resumed = tbkit.SummaryLogger(str(tmp_path / "run"))
     tf.train.Checkpoint(logger=resumed).restore(path).assert_existing_objects_matched()
     assert int(resumed.step.numpy()) == 5

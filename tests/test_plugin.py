@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import tensorflow as tf
+from eventfiles import next_second
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorboard import errors
@@ -228,6 +229,7 @@ def test_incremental_read_sees_appended_records_and_resumed_runs(tmp_path):
     # read on, not again
     assert plugin.store._follower.readers["live"].offsets().keys() == offsets.keys()
     assert records(plugin, run="live", tag="train", step_min="44")["rows"][0]["opt.lr"] == 0.5
+    next_second()
     write_run(tmp_path / "live", 5, start=10)  # a resumed run: a new file pre-empts steps >= 10
     assert plugin.runs_impl()["runs"]["live"] == {"alert": 1, "train": 15}
     steps = [r["step"] for r in records(plugin, run="live", tag="train", limit="100")["rows"]]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tbserver
 import tensorflow as tf
+from eventfiles import next_second
 from tensorboard.plugins import base_plugin
 from test_cli import run_tbkit
 
@@ -25,6 +26,8 @@ from tbkit_plugin.plugin import TbkitPlugin
 def train(run_dir, steps, *, restore_from=None):
     """A run that records every 10th step; ``restore_from``: a checkpoint to restore the
     logger's step from after the logger is made and before the first step."""
+    if run_dir.exists():
+        next_second()
     log = tbkit.SummaryLogger(str(run_dir), every={"info": 10})
     if restore_from is not None:
         tf.train.Checkpoint(logger=log).restore(restore_from).assert_consumed()
