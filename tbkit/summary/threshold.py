@@ -61,7 +61,7 @@ class Threshold(tf.__internal__.tracking.Trackable):
 
     def set(self, index: int) -> None:
         """Set the user's threshold; while muted it takes effect when the mute ends."""
-        with self._lock, tf.init_scope():
+        with self._lock:
             self.variable.assign(index + (MUTED if self.muted else 0))
 
     def index(self) -> int:
