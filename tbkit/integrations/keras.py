@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from tbkit.data import levels
 from tbkit.data.errors import TbkitTypeError, TbkitValueError, expected
-from tbkit.summary import context, ops, schedule
+from tbkit.summary import context, ops, recording, schedule
 from tbkit.summary.collector import StepCollector, collecting, users_summaries
 from tbkit.summary.logger import SummaryLogger
 
@@ -181,6 +181,9 @@ class TensorBoardRecords(keras.callbacks.Callback):
             self._built = (own, self._train, self._build_train_function(model))
         model.train_function = self._built[2]
         self._restore = (model, own)
+        # fit's record_if: False mutes the train step for this fit (its epoch scalars, written
+        # eagerly with tf.summary, honour it by themselves); a callable is traced into it.
+        self._train.follow_recording(recording.state())
         self._epoch_start_step = int(self._train.step.numpy())
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
@@ -210,6 +213,7 @@ class TensorBoardRecords(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None) -> None:
         self._restore_model()
+        self._train.follow_recording(None)  # the mute lasts one fit
         for logger in (self._train, self._validation):
             if logger is not None:
                 logger.flush()
@@ -276,11 +280,12 @@ class TensorBoardRecords(keras.callbacks.Callback):
         def logging_train_step(data):
             step = logger.step.value()
             eager = tf.executing_eagerly()  # run_eagerly=True: nothing traces, ops write now
+            # Both read the record_if of fit here, before the body's own.
             target = _EagerStep(logger, step) if eager else StepCollector(logger, step, name)
             # Traced, the collector is shared with the replica threads of a tf.distribute fit.
             targeting = _pushed(target) if eager else collecting(target)
             with targeting:
-                with users_summaries(logger, step):
+                with users_summaries(logger, step, target.condition):
                     outputs = train_step(data)
                 if batch_metrics and callback() is not None:
                     callback()._log_batch_metrics(outputs)
@@ -336,9 +341,12 @@ class _EagerStep:
 
     def __init__(self, logger: SummaryLogger, step: tf.Tensor):
         self._logger, self._step = logger, step
+        self.condition = recording.in_graph(recording.state())  # fit's record_if, if callable
 
     def submit(self, pending: Any) -> None:
-        self._logger.submit(pending, step=self._step)
+        # The threshold as the graph reads it: muted while fit runs inside record_if(False).
+        self._logger.write_guarded(pending, self._step, self._logger.threshold.read_value(),
+                                   self.condition)
 
 
 def _flat(logs: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from tbkit.data import metadata
 from tbkit.data.errors import TbkitTypeError, TbkitValueError, expected
 from tbkit.integrations import logrecord
 from tbkit.integrations.logqueue import QueuedHandler
+from tbkit.summary import threshold
 from tbkit.summary.logger import SummaryLogger, _step_variable
 from tbkit.summary.writer import UnflushedWriter
 
@@ -118,7 +119,9 @@ class SummaryHandler(QueuedHandler):
     def prepare(self, record: logging.LogRecord) -> tuple[int, bytes] | None:
         """Read the step (and the threshold, below error) and format the line."""
         rank = logrecord.level_rank(record.levelno)
-        if rank < _ERROR and rank < self._read_threshold():
+        # The level set, without the mute of a decorated call inside record_if(False):
+        # Python logging is not a summary op, and TensorFlow's record_if does not stop it.
+        if rank < _ERROR and rank < self._read_threshold() % threshold.MUTED:
             return None
         step = self._read_step()
         fields = logrecord.fields_text(record)

@@ -17,7 +17,7 @@ from typing import Any
 import tensorflow as tf
 
 from tbkit.data.errors import TbkitValueError
-from tbkit.summary import context, distribute, ops, schedule
+from tbkit.summary import context, distribute, ops, recording, schedule
 
 _LOOP_GRAPHS = ("WhileBodyFuncGraph", "WhileCondFuncGraph")  # tf.while_loop, scan, map_fn...
 
@@ -47,6 +47,10 @@ class StepCollector:
         self.logger = logger
         self.step = step
         self.name = name
+        #: The ``tf.summary.record_if`` condition for the graph in force where the step traces
+        #: (create the collector before the body's own record_if), ANDed into every gate; a
+        #: bool is honoured per call on the host (see :mod:`tbkit.summary.recording`).
+        self.condition = recording.in_graph(recording.state())
         self.graph = tf.compat.v1.get_default_graph()
         self._pending: list[ops.Pending] = []
         self.strategy = None  # the strategy of the strategy.run its ops are called in, if any
@@ -75,7 +79,8 @@ class StepCollector:
                 "after the loop (or pack the values in one record)."
             )
         else:  # inside a tf.cond branch of the user's: it cannot leave it, so guard it there
-            self.logger.submit(pending, step=self.step)
+            self.logger.write_guarded(pending, self.step, self.logger.threshold.value(),
+                                      self.condition)
 
     @tf.autograph.experimental.do_not_convert
     def emit(self) -> None:
@@ -83,7 +88,8 @@ class StepCollector:
 
         On every step only a cheap gate runs: the threshold admits one of the collected levels
         and the step is a multiple of the gcd of every interval in use (or some ``when`` is
-        true). Behind the gate, one call of a function that is not inlined decides each rule
+        true), and the record_if condition traced with the step, if any, holds. Behind the
+        gate, one call of a function that is not inlined decides each rule
         exactly (the gate's own rule needs no second look) and writes, so a step that records
         nothing never visits the formatting ops.
         Later uses of the resources the writes touch are ordered after the gate's Merge.
@@ -139,7 +145,10 @@ class StepCollector:
         due_now = due[0] if len(due) == 1 else tf.reduce_any(tf.stack(due))
         top = max(batch[0].level for batch in groups.values())
         direct = (top, schedule.Schedule.every(every)) if every and len(due) == 1 else None
-        return tf.logical_and(tf.less_equal(threshold, top), due_now), direct
+        gate = tf.logical_and(tf.less_equal(threshold, top), due_now)
+        if self.condition is not None:  # the user's record_if: no group records without it
+            gate = tf.logical_and(gate, self.condition())
+        return gate, direct
 
 
 def _write(batch: list[ops.Pending], step: tf.Tensor) -> None:
@@ -193,8 +202,12 @@ def collecting(collector: StepCollector) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def users_summaries(logger, step: tf.Tensor) -> Iterator[None]:
+def users_summaries(
+    logger, step: tf.Tensor, condition: recording.Condition | None = None
+) -> Iterator[None]:
     """While a step's body traces: the user's own ``tf.summary`` calls go to ``logger``'s writer
-    at ``step`` and record on the steps where the info level records."""
-    with logger.writing(step=step), tf.summary.record_if(logger.level_predicate("info", step)):
+    at ``step`` and record on the steps where the info level records (and ``condition()``, the
+    record_if condition in force where the step traces, holds)."""
+    predicate = recording.both(logger.level_predicate("info", step), condition)
+    with logger.writing(step=step), tf.summary.record_if(predicate):
         yield

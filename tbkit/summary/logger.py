@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tbkit.data import levels
 from tbkit.data.errors import LoggerClosedError, TbkitTypeError, TbkitValueError, expected
-from tbkit.summary import context, ops, restart, schedule
+from tbkit.summary import context, ops, recording, restart, schedule, threshold
 from tbkit.summary.openflag import OpenFlag
 from tbkit.summary.profile import ProfileWindow, check_window
 from tbkit.summary.writer import FileWriter, UnflushedWriter
@@ -116,9 +116,7 @@ class SummaryLogger(tf.Module):
         self._schedules = tuple(schedule.resolve_every(every)[name] for name in levels.LEVELS)
         self._owns_step = step is None
         self.step = _step_variable(step)
-        self.threshold = tf.Variable(
-            levels.level_index(level), dtype=tf.int64, trainable=False, name="threshold"
-        )
+        self._track_threshold(threshold.Threshold(levels.level_index(level)))
         self._earlier = restart.earlier_files(self._logdir)  # read before the writer's own
         self._writer = FileWriter(self._logdir, max_queue=max_queue, flush_millis=flush_millis)
         self._unflushed = UnflushedWriter(self._writer)
@@ -133,6 +131,15 @@ class SummaryLogger(tf.Module):
         self.profile_window = self._profile_window(profile_steps)
         if self.profile_window is not None:  # stop the profiler however the logger ends
             self._close_hooks.append(self.profile_window.close)
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _track_threshold(self, levels_: threshold.Threshold) -> None:
+        """Keep the threshold variable as ``self.threshold`` and checkpoint it as "threshold"
+        through ``levels_``, which saves the user's level even while a call is muted (the
+        variable's own value then holds the mute: see :mod:`tbkit.summary.threshold`)."""
+        self._threshold = levels_
+        self.threshold = levels_.variable
+        self._track_trackable(levels_, name="threshold")  # private: the one dependency to name
 
     def _profile_window(self, profile_steps: Any) -> ProfileWindow | None:
         window = check_window(profile_steps)
@@ -179,9 +186,25 @@ class SummaryLogger(tf.Module):
         view = UnflushedWriter(self._writer, pinned=True) if pinned else self._unflushed
         return view.as_default(step=step)
 
+    @property
+    def level(self) -> str:
+        """The threshold's level name, as :meth:`set_level` (or ``level=``) last set it."""
+        return levels.LEVELS[self._threshold.index()]
+
     def set_level(self, level: str) -> None:
-        """Change the threshold while training runs; traced steps see it without retracing."""
-        self.threshold.assign(levels.level_index(level))
+        """Change the threshold while training runs; traced steps see it without retracing.
+
+        Inside ``tf.summary.record_if(False)`` the new level takes effect when recording is
+        on again.
+        """
+        self._threshold.set(levels.level_index(level))
+
+    def follow_recording(self, condition: Any) -> None:
+        """Record nothing in this logger's decorated calls from now on if ``condition`` (the
+        ``tf.summary.record_if`` value in force for them) is a false bool; record again
+        otherwise. Decorated steps call it themselves when the value changes; the Keras
+        callback calls it when ``fit`` starts. See :mod:`tbkit.summary.threshold`."""
+        self._threshold.follow(condition)
 
     def open_checks(self) -> list[tf.Operation]:
         """Ops for a write branch to wait on: they fail it when this logger has been closed
@@ -214,12 +237,37 @@ class SummaryLogger(tf.Module):
 
     @tf.autograph.experimental.do_not_convert
     def submit(self, pending: ops.Pending, step: tf.Tensor | None = None) -> None:
-        """Write ``pending`` now, at the current step, behind a guard of its own."""
+        """Write ``pending`` now, at the current step, behind a guard of its own.
+
+        The ``tf.summary.record_if`` in force is honoured as by TensorFlow's own ops: read
+        now when eager, where the function traces otherwise. A decorated call's mute does not
+        apply here: the threshold is read without it.
+        """
+        condition = recording.state()
+        if recording.is_off(condition):
+            self._check_open()
+            return
+        unmuted = tf.math.floormod(self.threshold.read_value(), threshold.MUTED)
+        self.write_guarded(pending, step, unmuted, recording.in_graph(condition))
+
+    @tf.autograph.experimental.do_not_convert
+    def write_guarded(
+        self,
+        pending: ops.Pending,
+        step: tf.Tensor | None,
+        threshold_value: tf.Tensor,
+        condition: recording.Condition | None = None,
+    ) -> None:
+        """Write ``pending`` at ``step`` (default: the current step) behind a guard of its own:
+        the threshold (read by the caller) and its interval or ``when``, and ``condition()``
+        if given."""
         self._check_open()
         if self._earlier and tf.executing_eagerly():
             self.check_earlier_run()
         step = self.step.read_value() if step is None else step
-        recorded = self.should_record(pending, step, self.threshold.read_value())
+        recorded = self.should_record(pending, step, threshold_value)
+        if condition is not None:
+            recorded = tf.logical_and(recorded, condition())
 
         def write():
             with self.writing(), tf.summary.record_if(True):

@@ -13,7 +13,7 @@ from typing import Any
 import tensorflow as tf
 
 from tbkit.data.errors import TbkitTypeError, expected
-from tbkit.summary import distribute, xla
+from tbkit.summary import distribute, recording, xla
 from tbkit.summary.collector import StepCollector, collecting, users_summaries
 
 
@@ -32,7 +32,14 @@ class TrainStep:
 
     A user's own ``tf.summary`` calls in the body go to the logger's writer at the same step
     and record on the steps where the info level records (in a ``jit_compile=True`` body they
-    are refused: XLA cannot write summaries). Inside ``strategy.run`` the ops follow
+    are refused: XLA cannot write summaries).
+
+    ``tf.summary.record_if`` is honoured for the tbkit ops and the user's summaries alike: a
+    bool in force when a call starts is read on the host (False makes the call record
+    nothing, through the threshold, without retracing: see :mod:`tbkit.summary.threshold`);
+    a callable or tensor in force where the step traces is ANDed into the gate.
+
+    Inside ``strategy.run`` the ops follow
     :mod:`tbkit.summary.distribute`; on a worker that does not write summaries (not the chief of a
     ``MultiWorkerMirroredStrategy``) the step adds no recorded branch.
     """
@@ -57,6 +64,7 @@ class TrainStep:
                 "'experimental_attributes'."
             )
         self._logger = logger
+        self._threshold = logger._threshold  # read on every call: one attribute less
         self._fn = fn
         self._advance = logger.owns_step if advance is None else bool(advance)
         functools.update_wrapper(self, fn)
@@ -73,8 +81,8 @@ class TrainStep:
         @functools.wraps(fn)
         def body(*args, **kwargs):
             step = logger.step.value()  # no Identity after the read, unlike read_value()
-            collector = StepCollector(logger, step, name)
-            with collecting(collector), users_summaries(logger, step):
+            collector = StepCollector(logger, step, name)  # sees the caller's record_if
+            with collecting(collector), users_summaries(logger, step, collector.condition):
                 outputs = fn(*args, **kwargs)
             self._finish(collector, collector)
             return outputs
@@ -127,6 +135,8 @@ class TrainStep:
         self._logger._check_open()
         if self._logger._earlier:  # the first call: does it hide an earlier run's records?
             self._logger.check_earlier_run()
+        if recording.STATE.is_recording is not self._threshold.seen:  # record_if changed
+            self._threshold.follow(recording.STATE.is_recording)
         window = self._logger.profile_window
         if window is None or window.done:
             return self.function(*args, **kwargs)
