@@ -399,3 +399,18 @@ def test_sigint_while_the_bridge_holds_its_lock_flushes_without_waiting_for_it(t
     finally:
         log.close()
     assert [r.fields["message"] for r in tbkit.read_records(str(tmp_path))][-1] == "after"
+
+
+def test_sigterm_while_the_logger_closes_still_flushes_its_writer(tmp_path):
+    script = _script(tmp_path, TRAINING, """
+        train(steps=25)
+        log.add_close_hook(lambda: os.kill(os.getpid(), signal.SIGTERM))  # ends inside close()
+        log.close()
+        print("closed", flush=True)
+    """)  # fmt: skip
+    run_dir = str(tmp_path / "run")
+    proc = _start(script, run_dir)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err[-3000:]
+    assert out.splitlines()[-1] == "ready 24"
+    _assert_all_steps(run_dir, "train", 25)

@@ -276,8 +276,9 @@ class SummaryLogger(tf.Module):
     def flush_on_signal(self, timeout: float) -> None:
         """Flush the writer from a signal handler, which may run while a function traces:
         eagerly, and only in the process that made it (TensorFlow does not survive a fork).
+        While :meth:`close` runs its hooks the writer is still open, and flushes too.
         Companions that queue (the logging bridge) register on their own and flush first."""
-        if not self._closed and self._finalizer.alive and os.getpid() == self._pid:
+        if not self._writer.closed and os.getpid() == self._pid:
             with tf.init_scope():
                 self._writer.flush()
 
