@@ -26,6 +26,11 @@ def _count(arg: str, value: Any) -> int:
     return value
 
 
+def _size(file) -> int:
+    """The size of the file appended to; 0 for a stream (a FIFO a log shipper reads)."""
+    return file.tell() if file.seekable() else 0
+
+
 def timestamp(record: logging.LogRecord) -> str:
     """When ``record`` was made, as RFC 3339 UTC with milliseconds: ``2026-11-23T13:36:27.123Z``."""
     seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -36,7 +41,8 @@ class JsonLinesHandler(QueuedHandler):
     """A ``logging.Handler`` that appends one strict-JSON object per record to a file.
 
     Args:
-        path: the file (appended to if it exists; its folder must exist).
+        path: the file (appended to if it exists; its folder must exist), or a FIFO that
+            a log shipper reads (give it no ``max_bytes``).
         run: written as ``"run"`` (e.g. the TensorBoard run the lines belong to), or null.
         step: a :class:`tbkit.SummaryLogger` or a scalar int64 ``tf.Variable``, read when a
             line is logged and written as ``"step"``; None writes null (no TensorFlow needed).
@@ -86,7 +92,7 @@ class JsonLinesHandler(QueuedHandler):
         self._path = os.path.abspath(os.fspath(path))  # the program may chdir later
         self._run = logrecord.string_text(run) if run is not None else "null"
         self._file = open(self._path, "ab")  # noqa: SIM115 - closed by finish()
-        self._size = self._file.tell()
+        self._size = _size(self._file)
         super().__init__(level, thread_name=f"tbkit JsonLinesHandler {self._path}")
 
     @property
@@ -129,7 +135,7 @@ class JsonLinesHandler(QueuedHandler):
             os.replace(self._path, f"{self._path}.1")
         finally:  # a failed rename (the file moved away) must not stop the lines that follow
             self._file = open(self._path, "ab")  # noqa: SIM115 - closed by finish()
-            self._size = self._file.tell()
+            self._size = _size(self._file)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else logging.getLevelName(self.level)

@@ -4,7 +4,8 @@ As ``QueueHandler``/``QueueListener`` do, the logging call only turns the record
 (reading anything that must be read *now*, such as the training step) and puts it on a queue;
 a daemon thread does the writing, so the caller never waits on a file. :meth:`flush` returns
 once everything queued before it is written, :meth:`close` drains the queue and stops the
-thread. No TensorFlow here.
+thread. On SIGTERM and SIGINT an open handler flushes, waiting a bounded time, and stays open
+(:mod:`tbkit.summary.preemption`). No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import traceback
 import warnings
 import weakref
 from typing import Any
+
+from tbkit.summary import preemption
 
 # Handlers with a writer thread, restarted (or stopped) in a forked child.
 _LIVE: weakref.WeakSet = weakref.WeakSet()
@@ -70,6 +73,7 @@ class QueuedHandler(logging.Handler):
         )
         self._start(thread_name)
         _LIVE.add(self)
+        preemption.register(self)
 
     def _start(self, thread_name: str) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -137,6 +141,19 @@ class QueuedHandler(logging.Handler):
         """Wait until everything logged before this call is written."""
         self._request(_Control(stop=False))
 
+    def flush_on_signal(self, timeout: float) -> None:
+        """:meth:`flush` from a signal handler, waiting at most ``timeout`` seconds.
+
+        It takes no lock (the interrupted code may hold the handler's, in :meth:`emit`): it
+        puts a marker on the queue, which is safe in a signal handler, and waits for the
+        writer thread to reach it. A record whose logging call was interrupted before it was
+        queued is written after the marker, like any record logged after the signal.
+        """
+        if not self._request(_Control(stop=False), timeout):
+            raise TimeoutError(
+                f"the writer thread did not write the queue within {timeout:.1f} s"
+            )
+
     def close(self) -> None:
         """Write everything queued, stop the writer thread; later records are dropped."""
         with self.lock:  # no emit between the flag and the marker: nothing slips past the stop
@@ -148,6 +165,7 @@ class QueuedHandler(logging.Handler):
                 self._queue.put(control)
         if control is not None:
             self._wait(control)
+        preemption.unregister(self)
         super().close()
 
     @property
@@ -157,18 +175,25 @@ class QueuedHandler(logging.Handler):
 
     # -- the writer thread --------------------------------------------------------------------
 
-    def _request(self, control: _Control) -> None:
+    def _request(self, control: _Control, timeout: float | None = None) -> bool:
         if self._stopped:
-            return
+            return True
         self._queue.put(control)
-        self._wait(control)
+        return self._wait(control, timeout)
 
-    def _wait(self, control: _Control) -> None:
+    def _wait(self, control: _Control, timeout: float | None = None) -> bool:
+        """Wait for the writer thread to reach ``control``; False if ``timeout`` ran out."""
         if threading.current_thread() is self._thread:
-            return  # called from a write (e.g. a finalizer run by GC there): cannot wait on it
-        while not control.done.wait(self.POLL_SECONDS):
-            if not self._thread.is_alive():
-                return
+            return True  # called from a write (e.g. a finalizer run by GC there): cannot wait
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = self.POLL_SECONDS
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return control.done.is_set()
+            if control.done.wait(wait) or not self._thread.is_alive():
+                return True
 
     def _listen(self) -> None:
         while True:

@@ -2,7 +2,8 @@
 
 The logger is a ``tf.Module``, so ``tf.train.Checkpoint(logger=log)`` saves and restores its
 step (and threshold) with the model. It is a context manager: leaving ``with log:`` closes
-it, flushing on an exception too; a logger never closed is flushed at interpreter exit.
+it, flushing on an exception too; a logger never closed is flushed at interpreter exit. On
+SIGTERM and SIGINT an open logger flushes and stays open (:mod:`tbkit.summary.preemption`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tensorflow as tf
 
 from tbkit.data import levels
 from tbkit.data.errors import LoggerClosedError, TbkitTypeError, TbkitValueError, expected
-from tbkit.summary import context, ops, recording, restart, schedule, threshold
+from tbkit.summary import context, ops, preemption, recording, restart, schedule, threshold
 from tbkit.summary.openflag import OpenFlag
 from tbkit.summary.profile import ProfileWindow, check_window
 from tbkit.summary.writer import FileWriter, UnflushedWriter
@@ -131,6 +132,8 @@ class SummaryLogger(tf.Module):
         self.profile_window = self._profile_window(profile_steps)
         if self.profile_window is not None:  # stop the profiler however the logger ends
             self._close_hooks.append(self.profile_window.close)
+        self._pid = os.getpid()
+        preemption.register(self)
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
     def _track_threshold(self, levels_: threshold.Threshold) -> None:
@@ -331,11 +334,23 @@ class SummaryLogger(tf.Module):
                 hook()
             self._writer.flush()
 
+    def flush_on_signal(self, timeout: float) -> None:
+        """Flush the writer from a signal handler, which may run while a function traces:
+        eagerly, and only in the process that made it (TensorFlow does not survive a fork).
+        While :meth:`close` runs its hooks the writer is still open, and flushes too.
+        Companions that queue (the logging bridge) register on their own and flush first."""
+        if not self._writer.closed and os.getpid() == self._pid:
+            with tf.init_scope():
+                self._writer.flush()
+
     def close(self) -> None:
         """Flush and close the writer; later writes raise :class:`LoggerClosedError`."""
         if not self._closed:
             self._closed = True
-            self._finalizer()
+            try:
+                self._finalizer()
+            finally:
+                preemption.unregister(self)
 
     def add_close_hook(self, hook: Callable[[], None]) -> None:
         """Call ``hook()`` when the logger closes, just before its writer flushes and closes.

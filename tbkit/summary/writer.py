@@ -55,6 +55,11 @@ class FileWriter(tf.summary.SummaryWriter):
             raise RuntimeError(f"the summary writer {self._name} is closed")
         return super().as_default(step)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
+
     def init(self) -> None:
         """Nothing to do: the writer is created open."""
 
