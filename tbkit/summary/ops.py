@@ -176,8 +176,8 @@ def scalar(
 
 
 def _scalar_rebind(value: tf.Tensor) -> Callable[[tuple], Callable[[], tf.Tensor]]:
-    """The scalar's float32 value on recorded steps; a float constant goes in as its bits
-    (:func:`tbkit.summary.records.constant_bits`), or a positive subnormal one is written 0."""
+    """The scalar's float32 value on recorded steps. A float constant goes in as its bits, so
+    that a positive subnormal one is not zeroed (:func:`tbkit.summary.records.constant_bits`)."""
     bits = records.constant_bits(value) if value.dtype.is_floating else None
 
     def rebind(inputs: tuple) -> Callable[[], tf.Tensor]:

@@ -110,7 +110,7 @@ def _float64_texts(bits: tf.Tensor) -> tf.Tensor:
     mask = 2**_LIMB - 1
     high = tf.bitwise.right_shift(mantissa, _LIMB)[:, None]
     low = tf.bitwise.bitwise_and(mantissa, mask)[:, None]
-    # Column k (weight 2^-26k, k = -1…5) sums high·C_LIMBS[k+1] and low·C_LIMBS[k]: < 2^53.
+    # columns[i], of weight 2^(26-26i), sums high·C_LIMBS[i] and low·C_LIMBS[i-1]: < 2^53.
     by_high, by_low = high * _C_LIMBS, low * _C_LIMBS
     columns = tf.unstack(
         tf.concat([by_high[:, :1], by_high[:, 1:] + by_low[:, :-1], by_low[:, -1:]], 1), axis=1
@@ -177,9 +177,10 @@ def constant_bits(tensor: tf.Tensor, kind: str = "float32") -> tf.Tensor | None:
     """The bits of a float ``tensor`` as ``kind`` (``"float32"`` or ``"float64"``), bitcast now,
     if it folds into a constant; else None.
 
-    Grappler can zero a positive subnormal constant that it folds into the function of a
-    recorded branch; the bits of a constant, taken where it is made, fold into an int constant
-    there, which keeps them and costs nothing per step.
+    Grappler turns an all-equal, positive subnormal float constant that it pushes into (or
+    folds inside) the function of a recorded branch into zeros before any op there runs (seen
+    with TF 2.21: ``tf.constant(1e-40)`` logged as ``0.0``). The bitcast, made where the
+    constant is, folds into an int constant there: the bits survive, at no cost per step.
     """
     return _bits(tensor, kind) if _folds_to_constant(tensor) else None
 
@@ -212,14 +213,8 @@ class _Leaf:
         self.set_tensor(tensor)
 
     def set_tensor(self, tensor: tf.Tensor) -> None:
-        """Hold ``tensor``; a float that Grappler can fold into a constant is taken as bits now.
-
-        Grappler stores a folded or pushed-down constant in a function body in a way that
-        turns an all-equal, positive subnormal float tensor into zeros, before any op of the
-        recorded branch runs (seen with TF 2.21: ``tf.constant(1e-40)`` logged as ``0.0``).
-        The bitcast, in the graph the record is made in, folds into an int constant there, so
-        it costs nothing per step; other tensors are bitcast inside the recorded branch.
-        """
+        """Hold ``tensor``; a float that folds into a constant is taken as bits now (see
+        :func:`constant_bits`), other floats are bitcast inside the recorded branch."""
         self.tensor = tensor
         self.bits = constant_bits(tensor, self.kind) if self.kind in _BITS else None
 
