@@ -294,7 +294,7 @@ def test_subnormal_constants_round_trip_in_a_step(tmp_path, mode):
     assert record.fields["f32_c1"] == 9.9999461e-41 and record.fields["f64_c0"] == 5e-324
 
 
-@settings(FAST, max_examples=12)
+@settings(FAST, max_examples=30)
 @given(st.lists(float_bits(32), min_size=1, max_size=6),
        st.lists(float_bits(64), min_size=1, max_size=6))  # fmt: skip
 def test_decorated_step_keeps_every_float(bits32, bits64):
