@@ -91,6 +91,25 @@ def test_op_matches_its_twin(tmp_path, case, mode):
         np.testing.assert_array_equal(got, want)
 
 
+def test_scalar_keeps_subnormal_constants(tmp_path):
+    """Grappler zeroes a positive subnormal float constant folded into the recorded branch."""
+    tiny = np.array([1e-40, 1.4e-45, -1e-40, 1.1754942e-38], np.float32)
+
+    def log():
+        for i, value in enumerate(tiny):
+            tbkit.scalar(f"s{i}", tf.constant(value))
+        tbkit.scalar("stacked", tf.stack([tf.constant(tiny[0]), tf.constant(tiny[0])])[1])
+
+    for mode in ("eager", "decorated", "own_function"):
+        logdir = str(tmp_path / mode)
+        write(logdir, mode, log)
+        written = {tag: tensor_util.make_ndarray(pairs[0][1].tensor)
+                   for tag, pairs in values(logdir).items()}  # fmt: skip
+        got = np.array([written[f"s{i}"] for i in range(len(tiny))] + [written["stacked"]])
+        want = np.append(tiny, tiny[0])
+        assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist(), mode
+
+
 @pytest.mark.parametrize("bucket_count", [1, 7, 30])
 def test_histogram_agrees_with_tensorboards_numpy_histogram(bucket_count):
     ours = summary_pb.buckets(DATA, bucket_count)

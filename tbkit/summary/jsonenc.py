@@ -6,7 +6,8 @@ record becomes a nested JSON object; readers flatten nested objects to dotted na
 (``opt.lr``). :func:`walk` is shared with the in-graph encoder (:mod:`tbkit.summary.records`), which
 hands it its own leaf function, so both encoders walk, check and word errors the same way.
 
-Leaf encodings (the in-graph encoder produces the same text, see :mod:`tbkit.summary.records`):
+Leaf encodings (the in-graph encoder produces the same text for every float bit pattern, see
+:mod:`tbkit.summary.records`):
 
 * ``None`` → ``null``; bools → ``true``/``false``; ints → digits (Python ints must fit int64).
 * Python floats → ``repr`` (the shortest text that round-trips). numpy/tensor float32 (and
@@ -152,8 +153,8 @@ def walk(
 def encode_py(value: Any, level: str, *, tag: str | None = None) -> str:
     """Encode a record as one strict-JSON object, in pure Python and numpy.
 
-    The reference twin of ``RecordTemplate.encode``: both parse to equal values with the same
-    float bits. Tensor-like fields (eager tensors, variables: ``__array__``) are read by numpy.
+    The reference twin of ``RecordTemplate.encode``: both give the same text, float subnormals
+    included. Tensor-like fields (eager tensors, variables: ``__array__``) are read by numpy.
 
     Args:
         value: a dataclass instance, namedtuple or Mapping of supported leaves.

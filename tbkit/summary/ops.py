@@ -172,11 +172,22 @@ def scalar(
             "histogram, reduce it, or record it as a field."
         )
     md = scalar_metadata.create_summary_metadata(display_name=name, description=description)
-    _submit("scalar", name, level, every, when, (value,), _scalar_build, md, reduce)
+    _submit("scalar", name, level, every, when, (value,), _scalar_rebind(value), md, reduce)
 
 
-def _scalar_build(inputs: tuple) -> Callable[[], tf.Tensor]:
-    return lambda: tf.cast(inputs[0], tf.float32)
+def _scalar_rebind(value: tf.Tensor) -> Callable[[tuple], Callable[[], tf.Tensor]]:
+    """The scalar's float32 value on recorded steps. A float constant goes in as its bits, so
+    that a positive subnormal one is not zeroed (:func:`tbkit.summary.records.constant_bits`)."""
+    bits = records.constant_bits(value) if value.dtype.is_floating else None
+
+    def rebind(inputs: tuple) -> Callable[[], tf.Tensor]:
+        if bits is not None and inputs[0] is value:
+            # Grappler folds no PlaceholderWithDefault: the float is made at run time.
+            return lambda: tf.bitcast(tf.raw_ops.PlaceholderWithDefault(input=bits, shape=[]),
+                                      tf.float32)
+        return lambda: tf.cast(inputs[0], tf.float32)
+
+    return rebind
 
 
 @tf.autograph.experimental.do_not_convert

@@ -6,16 +6,16 @@ objects, which readers flatten to dotted names) is turned into JSON text in two 
 * :func:`template`, at trace time, walks the record, checks every field (names, dtypes, ranks,
   static lengths, Python constants) and raises at once with a message naming the field. It
   encodes Python and numpy values right away into constant text and keeps the tensors. It adds
-  no ops, except a ``Pack`` for a list of tensors and a read for a variable, so a step that
-  records nothing pays nothing for formatting.
+  no ops, except a ``Pack`` for a list of tensors, a read for a variable and a ``Bitcast`` for a
+  float that folds into a constant (folded with it), so a step that records nothing pays
+  nothing for formatting.
 * :meth:`RecordTemplate.encode` builds the formatting ops; tbkit calls it only inside the
   branch that records. Tensors of one kind (bools, ints, float32, float64, strings) are
   formatted together, whatever their number, and the object ends in one ``tf.strings.join``.
 
 The text is the same as :func:`~tbkit.summary.jsonenc.encode_py` gives (the pure twin; see that
-module for the leaf encodings), with one exception: a float64 subnormal may differ in its last
-digit, yet parses to the same bits. ``tf.strings.format`` is not used: it prints ``nan`` and
-``[1 2]``. What ``tf.strings.as_string`` prints, and what is done about it:
+module for the leaf encodings), for every float bit pattern. ``tf.strings.format`` is not used:
+it prints ``nan`` and ``[1 2]``. What ``tf.strings.as_string`` prints, and what is done about it:
 
 * ``precision=9/17, shortest=True`` is C's ``%.9g``/``%.17g``: it round-trips float32/float64,
   but prints integral values without a point (``1``, ``-0``, ``1e+09``): ``.0`` is appended
@@ -24,8 +24,15 @@ digit, yet parses to the same bits. ``tf.strings.format`` is not used: it prints
   ``"-Infinity"``.
 * Subnormals print as ``0``: TensorFlow's CPU kernels run with denormals-are-zero, so every
   float op (a cast to float64 too) reads them as zero. They are rebuilt from their bits: a
-  float32 subnormal as the exact float64 ``m·2⁻¹⁴⁹``; a float64 one as the integer
-  ``round(m·10³²⁴/2¹⁰⁷⁴)`` (int64 and float64 parts, error < 10⁻⁶) written ``<int>e-324``.
+  float32 subnormal as the exact float64 ``m·2⁻¹⁴⁹``; a float64 one as ``round(m·10³²⁴/2¹⁰⁷⁴)``
+  in exact int64 arithmetic, written ``<int>e-324``.
+
+Floats therefore reach their encoder as bits (``tf.bitcast`` to int32/int64). A float field that
+Grappler can fold into a constant (``tf.constant(1e-40)``, a ``tf.stack`` of constants) is
+bitcast where the record is made, because Grappler turns an all-equal positive subnormal
+constant inside the recorded branch's function into zeros before any of its ops run; there the
+bitcast folds into an int constant and costs nothing per step. Other floats are bitcast inside
+the recorded branch.
 
 Strings are transcoded UTF-8 → UTF-8 with invalid sequences replaced by U+FFFD (as Python's
 ``errors="replace"``), then escaped with seven RE2 rewrites (``\\ " \\n \\r \\t \\b \\f``);
@@ -48,19 +55,26 @@ from tbkit.data.levels import LEVELS, level_index
 from tbkit.summary import jsonenc
 from tbkit.summary.jsonenc import MAX_ARRAY_LENGTH, MAX_STRING_BYTES, encode_py
 
-__all__ = ["MAX_ARRAY_LENGTH", "MAX_STRING_BYTES", "RecordTemplate", "encode_py", "template"]
+__all__ = [
+    "MAX_ARRAY_LENGTH", "MAX_STRING_BYTES", "RecordTemplate", "constant_bits", "encode_py",
+    "template",
+]  # fmt: skip
 
 # How each supported dtype is formatted: values of one kind are formatted together.
 _KIND = {"bool": "bool", "uint64": "uint64", "float64": "float64", "string": "string"}
 _KIND |= dict.fromkeys(["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"], "int")
 _KIND |= dict.fromkeys(["float16", "bfloat16", "float32"], "float32")
 _WIDEN = {"int": tf.int64, "float32": tf.float32}
+_BITS = {"float32": tf.int32, "float64": tf.int64}  # floats reach their encoder as bits
 
-# A float64 subnormal m·2⁻¹⁰⁷⁴ is written as round(m·C)e-324, C = 10³²⁴/2¹⁰⁷⁴ ≈ 4.94; with
-# m = hi·2²⁶ + lo, m·C = hi·A_INT + (hi·A_FRAC + lo·C), A = 2²⁶·C, the first part exact in int64.
-_C = Fraction(10**324, 2**1074)
-_A_INT = int(_C * 2**26)
-_A_FRAC, _C_FLOAT = float(_C * 2**26 - _A_INT), float(_C)
+# A float64 subnormal m·2⁻¹⁰⁷⁴ is written as round(m·C)e-324, C = 10³²⁴/2¹⁰⁷⁴ ≈ 4.94, in int64
+# arithmetic on 26-bit limbs: C cut after 130 fraction bits (C_LIMBS[0] is its integer part)
+# and m = hi·2²⁶ + lo. The cut makes m·C at most 2⁵²·2⁻¹³⁰ = 2⁻⁷⁸ too small, and no m < 2⁵²
+# puts m·C within 2⁻⁵⁴ of a half-integer (the continued fraction of C says so), so the
+# rounding is exact: the same digits as the twin's Fraction arithmetic.
+_LIMB = 26
+_C_CUT = int(Fraction(10**324, 2**1074) * 2 ** (5 * _LIMB))
+_C_LIMBS = [(_C_CUT >> (_LIMB * (5 - i))) & (2**_LIMB - 1) for i in range(6)]
 _STRING_MARKER = jsonenc.marker_prefix("MAX_STRING_BYTES", MAX_STRING_BYTES, "bytes")
 _ARRAY_MARKER = jsonenc.marker_prefix("MAX_ARRAY_LENGTH", MAX_ARRAY_LENGTH, "length")
 _SEPARATOR = b"\xff"  # never occurs in valid UTF-8
@@ -82,23 +96,35 @@ def _finish_floats(text: tf.Tensor) -> tf.Tensor:
     return tf.strings.regex_replace(text, "^(-?)inf$", '"\\1Infinity"')
 
 
-def _float32_texts(x: tf.Tensor) -> tf.Tensor:
-    bits = tf.bitcast(x, tf.int32)
+def _float32_texts(bits: tf.Tensor) -> tf.Tensor:
+    """Texts of float32 values given as their int32 bits."""
     magnitude = tf.bitwise.bitwise_and(bits, 0x7FFFFFFF)
     tiny = tf.cast(magnitude, tf.float64) * 2.0**-149  # exact for zeros and subnormals
-    wide = tf.where(magnitude < 0x00800000, tf.where(bits < 0, -tiny, tiny), tf.cast(x, tf.float64))
+    normal = tf.cast(tf.bitcast(bits, tf.float32), tf.float64)
+    wide = tf.where(magnitude < 0x00800000, tf.where(bits < 0, -tiny, tiny), normal)
     return _finish_floats(tf.strings.as_string(wide, precision=9, shortest=True))
 
 
-def _float64_texts(x: tf.Tensor) -> tf.Tensor:
-    bits = tf.bitcast(x, tf.int64)
+def _float64_texts(bits: tf.Tensor) -> tf.Tensor:
+    """Texts of float64 values given as their int64 bits."""
     magnitude = tf.bitwise.bitwise_and(bits, 0x7FFFFFFFFFFFFFFF)
-    high, low = tf.bitwise.right_shift(magnitude, 26), tf.bitwise.bitwise_and(magnitude, 2**26 - 1)
-    rest = tf.cast(high, tf.float64) * _A_FRAC + tf.cast(low, tf.float64) * _C_FLOAT
-    digits = high * _A_INT + tf.cast(tf.round(rest), tf.int64)
-    subnormal_text = tf.strings.join([tf.where(bits < 0, "-", ""), tf.strings.as_string(digits)])
     subnormal = tf.logical_and(magnitude > 0, magnitude < 2**52)
-    text = _finish_floats(tf.strings.as_string(x, precision=17, shortest=True))
+    mantissa = tf.bitwise.bitwise_and(magnitude, 2**52 - 1)
+    mask = 2**_LIMB - 1
+    high = tf.bitwise.right_shift(mantissa, _LIMB)[:, None]
+    low = tf.bitwise.bitwise_and(mantissa, mask)[:, None]
+    # columns[i], of weight 2^(26-26i), sums high·C_LIMBS[i] and low·C_LIMBS[i-1]: < 2^53.
+    by_high, by_low = high * _C_LIMBS, low * _C_LIMBS
+    columns = tf.unstack(
+        tf.concat([by_high[:, :1], by_high[:, 1:] + by_low[:, :-1], by_low[:, -1:]], 1), axis=1
+    )
+    columns[2] += 2 ** (_LIMB - 1)  # one half, for rounding to nearest
+    for k in range(6, 1, -1):  # carry the fraction columns up into the units column
+        columns[k - 1] += tf.bitwise.right_shift(columns[k], _LIMB)
+    digits = columns[0] * 2**_LIMB + columns[1]
+    subnormal_text = tf.strings.join([tf.where(bits < 0, "-", ""), tf.strings.as_string(digits)])
+    text = _finish_floats(tf.strings.as_string(tf.bitcast(bits, tf.float64), precision=17,
+                                               shortest=True))
     return tf.where(subnormal, subnormal_text + "e-324", text)
 
 
@@ -145,16 +171,70 @@ _ENCODERS = {
 }
 
 
+def _widen(tensor: tf.Tensor, kind: str) -> tf.Tensor:
+    """Ints as int64, float16 and bfloat16 as float32; other tensors unchanged."""
+    wide = _WIDEN.get(kind)
+    return tensor if wide is None or tensor.dtype == wide else tf.cast(tensor, wide)
+
+
+def _bits(tensor: tf.Tensor, kind: str) -> tf.Tensor | None:
+    """The int bits of a float tensor (widened first), None for other kinds."""
+    return tf.bitcast(_widen(tensor, kind), _BITS[kind]) if kind in _BITS else None
+
+
+def constant_bits(tensor: tf.Tensor, kind: str = "float32") -> tf.Tensor | None:
+    """The bits of a float ``tensor`` as ``kind`` (``"float32"`` or ``"float64"``), bitcast now,
+    if it folds into a constant; else None.
+
+    Grappler turns an all-equal, positive subnormal float constant that it pushes into (or
+    folds inside) the function of a recorded branch into zeros before any op there runs (seen
+    with TF 2.21: ``tf.constant(1e-40)`` logged as ``0.0``). The bitcast, made where the
+    constant is, folds into an int constant there: the bits survive, at no cost per step.
+    """
+    return _bits(tensor, kind) if _folds_to_constant(tensor) else None
+
+
+def _folds_to_constant(tensor: tf.Tensor) -> bool:
+    """Whether ``tensor`` is a graph tensor made only by stateless ops from constants, so that
+    Grappler may fold it into a constant (eager tensors are values already)."""
+    if tf.executing_eagerly() or not hasattr(tensor, "graph"):
+        return False
+    stack, seen = [tensor.op], set()
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if op.type != "Const" and (not op.inputs or op.op_def.is_stateful):
+            return False  # a placeholder, a variable read, a random op...
+        stack.extend(t.op for t in op.inputs)
+    return True
+
+
 class _Leaf:
-    __slots__ = ("where", "tensor", "kind", "unbounded")
+    __slots__ = ("where", "tensor", "kind", "bits", "unbounded")
 
     def __init__(self, tag: str, path: str, tensor: tf.Tensor):
         shape = None if tensor.shape.rank is None else tuple(tensor.shape.as_list())
         jsonenc.check_dtype_and_shape(jsonenc.describe(tag, path), tensor.dtype.name, shape)
         self.where = jsonenc.describe(tag, path, quote=False)
-        self.tensor, self.kind = tensor, _KIND[tensor.dtype.name]
+        self.kind = _KIND[tensor.dtype.name]
         #: a vector whose length is only known at run time: it may be over MAX_ARRAY_LENGTH
         self.unbounded = shape == (None,)
+        self.set_tensor(tensor)
+
+    def set_tensor(self, tensor: tf.Tensor) -> None:
+        """Hold ``tensor``; a float that folds into a constant is taken as bits now (see
+        :func:`constant_bits`), other floats are bitcast inside the recorded branch."""
+        self.tensor = tensor
+        self.bits = constant_bits(tensor, self.kind) if self.kind in _BITS else None
+
+    def value(self) -> tf.Tensor:
+        """The tensor as its encoder takes it: widened, and floats as their bits."""
+        if self.bits is not None:
+            return self.bits
+        bits = _bits(self.tensor, self.kind)
+        return _widen(self.tensor, self.kind) if bits is None else bits
 
 
 def _array_text(values: tf.Tensor, length: tf.Tensor | None) -> tf.Tensor:
@@ -170,14 +250,12 @@ def _array_text(values: tf.Tensor, length: tf.Tensor | None) -> tf.Tensor:
 
 def _format_kind(kind: str, leaves: list[_Leaf]) -> list[list[Any]]:
     """Format the tensors of one kind with one encoder call: JSON pieces for each leaf."""
-    values = [leaf.tensor for leaf in leaves]
+    values = [leaf.value() for leaf in leaves]
     lengths = [tf.size(leaf.tensor) if leaf.unbounded else None for leaf in leaves]
     values = [  # an over-long vector is formatted as far as its marker's head
         v if n is None else v[: tf.where(n > MAX_ARRAY_LENGTH, markers.HEAD_LENGTH, n)]
         for v, n in zip(values, lengths, strict=True)
     ]
-    if kind in _WIDEN:
-        values = [v if v.dtype == _WIDEN[kind] else tf.cast(v, _WIDEN[kind]) for v in values]
     ranks = [v.shape.rank for v in values]
     if not any(ranks):  # only scalars: one stack in, one unstack out
         flat = tf.stack(values) if len(values) > 1 else tf.reshape(values[0], [1])
@@ -216,7 +294,7 @@ class RecordTemplate:
         leaves = []
         for leaf, tensor in zip(self._leaves, tensors, strict=True):
             twin = copy.copy(leaf)
-            twin.tensor = tensor
+            twin.set_tensor(tensor)
             leaves.append(twin)
         return RecordTemplate(self._pieces, leaves)
 
