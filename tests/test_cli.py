@@ -89,7 +89,8 @@ def logdir(tmp_path_factory) -> Path:
         rename_new(train_dir, before, file_name)
 
     write_train(0, 6, "", "events.out.tfevents.1.host.1.0.v2")
-    write_train(4, 2, "resumed ", "events.out.tfevents.2.host.1.0.v2")
+    with pytest.warns(tbkit.SupersedeWarning, match="3 records at steps 4-5"):
+        write_train(4, 2, "resumed ", "events.out.tfevents.2.host.1.0.v2")
 
     validation = tbkit.SummaryLogger(root / "exp" / "validation", every={"info": 1})
 

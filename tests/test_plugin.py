@@ -230,7 +230,8 @@ def test_incremental_read_sees_appended_records_and_resumed_runs(tmp_path):
     assert plugin.store._follower.readers["live"].offsets().keys() == offsets.keys()
     assert records(plugin, run="live", tag="train", step_min="44")["rows"][0]["opt.lr"] == 0.5
     next_second()
-    write_run(tmp_path / "live", 5, start=10)  # a resumed run: a new file pre-empts steps >= 10
+    with pytest.warns(tbkit.SupersedeWarning, match="35 records at steps 10-44"):
+        write_run(tmp_path / "live", 5, start=10)  # a resumed run: a new file pre-empts 10 on
     assert plugin.runs_impl()["runs"]["live"] == {"alert": 1, "train": 15}
     steps = [r["step"] for r in records(plugin, run="live", tag="train", limit="100")["rows"]]
     assert steps == list(range(15))

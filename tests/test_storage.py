@@ -24,6 +24,7 @@ import pytest
 import s3fs
 import tbserver
 import tensorflow as tf
+from eventfiles import next_second
 from objectstores import (
     SHORT_TIMEOUTS,
     client_env,
@@ -65,7 +66,9 @@ def local(tmp_path_factory) -> Path:
                 step(tf.constant(float(first + i)))
 
     train(0, 6)
-    train(3, 2)
+    next_second()
+    with pytest.warns(tbkit.SupersedeWarning, match="6 records at steps 3-5"):
+        train(3, 2)
     log = tbkit.SummaryLogger(root / "exp" / "validation", every={"info": 1})
 
     @log.train_step
