@@ -309,13 +309,17 @@ def test_errors_are_one_line_and_a_nonzero_exit(logdir, tmp_path, args, code, me
     assert done.stderr.startswith(message.format(**names))
 
 
-def test_progress_bar_on_a_terminal_only(logdir, tmp_path):
-    out = tmp_path / "out.jsonl"
+def on_a_terminal(*args: str, stdout: bool = True) -> tuple[int, bytes]:
+    """Run ``tbkit ARGS`` with stderr (and, if ``stdout``, stdout) on a real pty; its exit
+    status and the bytes it wrote there. With stdout on it, the pty is raw: no "\\n" → "\\r\\n"
+    on the way."""
     leader, follower = pty.openpty()
+    if stdout:
+        tty.setraw(follower)
     try:
-        export = subprocess.Popen([TBKIT, "export", str(logdir), "-o", str(out)],
-                                  stderr=follower, stdout=subprocess.DEVNULL,
-                                  env={**os.environ, "TERM": "xterm"})  # fmt: skip
+        done = subprocess.Popen([TBKIT, *map(str, args)], stderr=follower,
+                                stdout=follower if stdout else subprocess.DEVNULL,
+                                env={**os.environ, "TERM": "xterm"})  # fmt: skip
         os.close(follower)
         shown = b""
         while True:  # read while it runs: a full terminal buffer would block it
@@ -326,9 +330,15 @@ def test_progress_bar_on_a_terminal_only(logdir, tmp_path):
             if not chunk:
                 break
             shown += chunk
-        assert export.wait(timeout=300) == 0
+        return done.wait(timeout=300), shown
     finally:
         os.close(leader)
+
+
+def test_progress_bar_on_a_terminal_only(logdir, tmp_path):
+    out = tmp_path / "out.jsonl"
+    code, shown = on_a_terminal("export", logdir, "-o", out, stdout=False)
+    assert code == 0
     count = len(list(tbkit.read_records(logdir)))
     assert b"\x1b[?25l" in shown  # rich's live display took the terminal (hid the cursor)
     assert f"{count} records to {out}".encode() in shown
@@ -698,28 +708,6 @@ def test_names_cannot_drive_the_terminal(tmp_path):
 
 
 RAW_CONTROLS = (b"\x1b", b"\x07", b"\x7f", "\x9b".encode(), "\x85".encode())
-
-
-def on_a_terminal(*args: str) -> tuple[int, bytes]:
-    """Run ``tbkit ARGS`` with stdout and stderr on a real pty; its exit status and the bytes."""
-    leader, follower = pty.openpty()
-    tty.setraw(follower)  # no "\n" → "\r\n" on the way: the bytes the command wrote
-    try:
-        done = subprocess.Popen([TBKIT, *map(str, args)], stdout=follower, stderr=follower,
-                                env={**os.environ, "TERM": "xterm"})  # fmt: skip
-        os.close(follower)
-        shown = b""
-        while True:  # read while it runs: a full terminal buffer would block it
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: every writer has closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-        return done.wait(timeout=300), shown
-    finally:
-        os.close(leader)
 
 
 @pytest.fixture

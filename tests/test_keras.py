@@ -150,8 +150,8 @@ def test_validation_metrics_go_to_their_own_run_on_the_epoch_axis(tmp_path):
     assert val_loss == pytest.approx(history.history["val_loss"], rel=1e-6)
 
 
-class LoggingModel(keras.Model):
-    """A subclassed model whose own train_step logs with tbkit and with tf.summary."""
+class DenseModel(keras.Model):
+    """One dense layer, subclassed: the base of the models whose own train_step logs."""
 
     def __init__(self):
         super().__init__()
@@ -159,6 +159,10 @@ class LoggingModel(keras.Model):
 
     def call(self, x):
         return self.dense(x)
+
+
+class LoggingModel(DenseModel):
+    """A subclassed model whose own train_step logs with tbkit and with tf.summary."""
 
     def train_step(self, data):
         x, y = data

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 from tbreader import summaries
 from test_cli import TBKIT
+from test_keras import DenseModel
 
 import tbkit
 from tbkit.data import markers
@@ -114,15 +115,8 @@ def test_the_plugin_serves_the_marker_as_the_fields_value(logdir):
     assert row["values"][markers.KEY]["length"] == 2000
 
 
-class BigLoggingModel(keras.Model):
+class BigLoggingModel(DenseModel):
     """A model whose train_step logs a vector and a string of run-time size over the caps."""
-
-    def __init__(self):
-        super().__init__()
-        self.dense = keras.layers.Dense(1)
-
-    def call(self, x):
-        return self.dense(x)
 
     def train_step(self, data):
         x, y = data

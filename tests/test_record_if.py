@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tbreader import steps
+from test_keras import DenseModel
 
 import tbkit
 from tbkit.keras import TensorBoardRecords
@@ -238,15 +239,8 @@ def test_two_threads_with_their_own_record_if_and_loggers(tmp_path):
     assert steps(str(tmp_path / "on")) == {"x": list(range(6))}
 
 
-class LoggingModel(keras.Model):
+class LoggingModel(DenseModel):
     """A custom train step that logs with tbkit and with its own tf.summary call."""
-
-    def __init__(self):
-        super().__init__()
-        self.dense = keras.layers.Dense(1)
-
-    def call(self, x):
-        return self.dense(x)
 
     def train_step(self, data):
         outputs = super().train_step(data)
