@@ -24,6 +24,7 @@ STATIC_FILES = {
     "/index.js": ("index.js", "text/javascript"),
     "/model.js": ("model.js", "text/javascript"),
     "/views.js": ("views.js", "text/javascript"),
+    "/host.js": ("host.js", "text/javascript"),
     "/style.css": ("style.css", "text/css"),
 }
 _EXPORT_TYPES = {"jsonl": ("application/jsonl; charset=utf-8", "records.jsonl"),

@@ -8,7 +8,12 @@ export const PAGE_SIZES = [25, 50, 100, 250, 500, 1000];
 /** The view's state; every field has a query-parameter twin (see toParams). */
 export function defaultState() {
   return {run: '', levels: [], stepMin: '', stepMax: '', search: '', where: '',
-          sort: '', order: 'asc', limit: 100, offset: 0};
+          sort: '', order: 'asc', limit: 100, offset: 0, utc: false, follow: false};
+}
+
+/** The offset of the last page of `total` rows (0 when there are none). */
+export function lastPageOffset(total, limit) {
+  return Math.max(0, Math.floor((total - 1) / limit) * limit);
 }
 
 /** The filter, sort and (optionally) page parameters of the routes, as URLSearchParams. */
@@ -47,11 +52,42 @@ export function fromHash(hash) {
   const limit = Number(p.get('limit'));
   state.limit = PAGE_SIZES.includes(limit) ? limit : 100;
   state.offset = Math.max(0, Math.floor(Number(p.get('offset')) || 0));
+  state.utc = p.get('utc') === '1';
+  state.follow = p.get('follow') === '1';
   return state;
 }
 
+/** The view's parameters: the route parameters plus the view-only ones (utc, follow). */
+function viewParams(state) {
+  const p = toParams(state);
+  if (state.utc) p.set('utc', '1');
+  if (state.follow) p.set('follow', '1');
+  return p;
+}
+
 export function toHash(state) {
-  return '#' + toParams(state).toString();
+  return '#' + viewParams(state).toString();
+}
+
+// TensorBoard's own deep links: `#<plugin>&<key>=<value>&…`, where a plugin's keys carry the
+// prefix `p.<plugin>.` (what TensorBoard's plugin API hands an iframe plugin as its URL data).
+const TB_PREFIX = 'p.tbkit.';
+
+/** The view's state in a TensorBoard location hash (`#tbkit&p.tbkit.where=…`), or null when
+ * the hash holds none of its keys. */
+export function fromTensorBoardHash(hash) {
+  const ours = new URLSearchParams();
+  for (const [key, value] of new URLSearchParams(hash.replace(/^#/, ''))) {
+    if (key.startsWith(TB_PREFIX)) ours.append(key.slice(TB_PREFIX.length), value);
+  }
+  return [...ours.keys()].length ? fromHash('#' + ours.toString()) : null;
+}
+
+/** The TensorBoard hash that opens the tbkit tab on this view. */
+export function toTensorBoardHash(state) {
+  const p = new URLSearchParams();
+  for (const [key, value] of viewParams(state)) p.append(TB_PREFIX + key, value);
+  return '#tbkit&' + p.toString();
 }
 
 /** A link to an export of the whole current selection (limit and offset do not apply). */
@@ -73,11 +109,26 @@ async function getJson(url) {
   return {ok: response.ok, status: response.status, body};
 }
 
-/** Resolves to {runs, complete}: run → tag → count, and whether the server read everything. */
+/** Resolves to {runs, superseded, complete}: run → tag → count, run → superseded records,
+ * and whether the server read everything. */
 export async function fetchRuns() {
   const {ok, body} = await getJson('./runs');
   if (!ok) throw new Error(body.error);
-  return {runs: body.runs, complete: body.complete};
+  return {runs: body.runs, superseded: body.superseded, complete: body.complete};
+}
+
+/** Resolves to {revision, complete}: what the live poll compares (a cheap route). */
+export async function fetchRevision() {
+  const {ok, body} = await getJson('./revision');
+  if (!ok) throw new Error(body.error);
+  return body;
+}
+
+/** Resolves to the record of a row id as written (nested objects nested). */
+export async function fetchRecord(id) {
+  const {ok, body} = await getJson('./record?id=' + encodeURIComponent(id));
+  if (!ok) throw new Error(body.error);
+  return body.record;
 }
 
 /**
