@@ -311,14 +311,45 @@ def test_live_theme_time_zone_deep_link_and_detail(sync_playwright, tmp_path):
             log_b, write_b = _logger(logs / f"b{XSS}")
             write_b(5)
             expect(count).to_have_text("1–65 of 65", **live)
-            expect(ui.locator("select[aria-label=run] option", has_text="b<img")).to_have_text(
-                f"b{XSS} (5)", **live)
+            run_b = ui.locator("ul.run-list li", has_text="b<img")
+            expect(run_b.locator(".run-name")).to_have_text(f"b{XSS}", **live)
+            expect(run_b.locator(".run-count")).to_have_text("5")
             expect(ui.locator(".fresh")).to_have_text("+35 new")
             expect(step_header).to_have_attribute("aria-sort", "descending")
             expect(ui.locator("tbody tr").first.locator("td").nth(2)).to_have_text("59")
             expect(detail.locator(".detail-head")).to_contain_text("a · train · step 25")
             expect(ui.locator("tbody tr.selected td").nth(2)).to_have_text("25")
             assert box.evaluate("b => b.scrollTop") == 120
+            assert ui.locator("img").count() == 0
+
+            # Runs: a multi-select list with a fixed colour per run, also in the table's run
+            # cells, and a regex filter.
+            colour = "e => getComputedStyle(e).backgroundColor"
+            run_a = ui.locator("ul.run-list li").first  # "a" sorts before "b…"
+            colour_a = run_a.locator(".swatch").evaluate(colour)
+            colour_b = run_b.locator(".swatch").evaluate(colour)
+            assert colour_a != colour_b
+            assert ui.locator("tbody tr").first.locator("td .swatch").evaluate(colour) == colour_a
+            run_a.locator("input").uncheck()
+            expect(count).to_have_text("1–5 of 5")
+            expect(ui.locator("tbody tr").first.locator("td").first).to_have_text(f"b{XSS}")
+            assert ui.locator("tbody tr").first.locator("td .swatch").evaluate(colour) == colour_b
+            expect(ui.get_by_label("all runs")).not_to_be_checked()
+            run_a.locator("input").check()
+            expect(count).to_have_text("1–65 of 65")
+            expect(ui.get_by_label("all runs")).to_be_checked()
+            run_filter = ui.get_by_label("runs regex")
+            run_filter.fill("^B")  # case-insensitive, as TensorBoard's run filter
+            run_filter.press("Enter")
+            expect(count).to_have_text("1–5 of 5")
+            expect(ui.locator("ul.run-list li")).to_have_count(1)
+            run_filter.fill("(")
+            run_filter.press("Enter")
+            expect(ui.locator(".run-filter-error")).to_contain_text("not a regular expression")
+            expect(count).to_have_text("1–65 of 65")
+            run_filter.fill("")
+            run_filter.press("Enter")
+            expect(ui.locator(".run-filter-error")).to_be_hidden()
             assert ui.locator("img").count() == 0
 
             # Follow: sorted by wall_time, the last page, its newest row in view.

@@ -27,6 +27,11 @@ export async function render() {
   let baseline = null;  // the total when the user last set up the view: "+N new" counts from it
   let selected = null;  // {id, row} of the open detail
   let total = 0;
+  let runs = {};  // run → tag → count, from /runs
+  let superseded = {};
+
+  /** {runs, all}: the runs the view shows now (model.selectedRuns). */
+  const selection = () => model.selectedRuns(state, Object.keys(runs));
 
   /**
    * Loads and shows the current page. `live`: a refresh because the data changed, in place
@@ -35,8 +40,14 @@ export async function render() {
    */
   async function refresh({live = false, where = null} = {}) {
     const wanted = where === null ? {...state} : {...state, where, offset: 0};
+    const chosen = selection();
+    if (!chosen.runs.length && runsComplete) {
+      noRuns();
+      return;
+    }
+    const asked = chosen.all ? null : chosen.runs;  // null: every run, new ones included
     if (!live) views.showStatus(ui, 'loading…');
-    let answer = await load(wanted);
+    let answer = await load(wanted, asked);
     if (answer === null) return;  // a newer request is on its way
     const whereError = answer.error && answer.error.parameter === 'where' ? answer.error : null;
     if (whereError && where !== null) {
@@ -47,18 +58,29 @@ export async function render() {
     if (state.follow && answer.records) {
       const last = model.lastPageOffset(answer.records.total, wanted.limit);
       if (last !== wanted.offset) {
-        answer = await load({...wanted, offset: last});
+        answer = await load({...wanted, offset: last}, asked);
         if (answer === null) return;
         wanted.offset = last;
       }
     }
     Object.assign(state, {where: wanted.where, offset: wanted.offset});
     saveHash();
-    show(answer, {live, whereError});
+    show(answer, {live, whereError, asked});
   }
 
-  function show(answer, {live, whereError}) {
-    views.showDownloads(ui, model.exportUrl(state, 'jsonl'), model.exportUrl(state, 'csv'));
+  /** No run is checked, or the run filter matches none: say so instead of asking. */
+  function noRuns() {
+    saveHash();
+    load.cancel();
+    views.showTable(ui, [], [], state, {onSort: sortBy, onRow: openRow});
+    views.showPager(ui, null);
+    views.showStatus(ui, Object.keys(runs).length ?
+        'no run selected: check a run, or change the run filter' : 'no tbkit records yet');
+  }
+
+  function show(answer, {live, whereError, asked}) {
+    views.showDownloads(ui, model.exportUrl(state, asked, 'jsonl'),
+                        model.exportUrl(state, asked, 'csv'));
     views.showFields(ui, answer.columns);
     if (!live || whereError) views.showWhereError(ui, whereError, state.where);
     views.showStatus(ui, answer.error && !whereError ? answer.error.error : '');
@@ -85,15 +107,36 @@ export async function render() {
 
   async function loadRuns() {
     try {
-      const {runs, superseded, complete} = await model.fetchRuns();
-      runsComplete = complete;
-      views.showRuns(ui, runs, superseded || {});
+      const answer = await model.fetchRuns();
+      [runs, superseded, runsComplete] = [answer.runs, answer.superseded || {}, answer.complete];
       // A run not read yet may still come; once everything is read, an unknown run is gone.
-      if (complete && state.run && !(state.run in runs)) state.run = '';
-      ui.run.value = state.run;
+      if (runsComplete && state.runs && state.runs.length) {
+        const known = state.runs.filter((name) => name in runs);
+        state.runs = known.length ? known : null;  // only unknown runs were named: show all
+      }
+      showRuns();
     } catch (error) {
       views.showStatus(ui, `could not load runs: ${error.message}`);
     }
+  }
+
+  function showRuns() {
+    views.showRuns(ui, runs, superseded, {shown: new Set(selection().runs),
+                                          pattern: model.runPattern(state.runRegex),
+                                          allChecked: state.runs === null});
+  }
+
+  /** Checks or unchecks runs; checking every run again means "all" (new runs included). */
+  function checkRuns(names, on) {
+    const every = Object.keys(runs);
+    let checked = new Set(state.runs || every);
+    for (const name of names) {
+      if (on) checked.add(name); else checked.delete(name);
+    }
+    checked = every.filter((name) => checked.has(name));
+    state.runs = checked.length === every.length ? null : checked;
+    showRuns();
+    update({});
   }
 
   // Live: poll the server's revision (a counter; nothing is queried when it has not moved),
@@ -202,7 +245,24 @@ export async function render() {
     });
   }
 
-  ui.run.addEventListener('change', () => update({run: ui.run.value}));
+  ui.runList.addEventListener('change', (event) => {
+    const name = event.target.dataset.run;
+    if (name !== undefined) checkRuns([name], event.target.checked);
+  });
+  ui.allRuns.addEventListener('change', () => {
+    if (ui.allRuns.checked) {
+      state.runs = null;
+      showRuns();
+      update({});
+    } else {
+      checkRuns(Object.keys(runs), false);
+    }
+  });
+  onTyping(ui.runFilter, () => {
+    state.runRegex = ui.runFilter.value;
+    showRuns();
+    update({});
+  });
   for (const chip of ui.chips) {
     chip.addEventListener('click', () => {
       const level = chip.dataset.level;

@@ -2,7 +2,7 @@
 // the page only as text nodes or textContent, never as HTML: a field holding
 // "<img src=x onerror=…>" shows those characters. No innerHTML anywhere in this file.
 
-import {LEVELS, PAGE_SIZES} from './model.js';
+import {LEVELS, PAGE_SIZES, runColour} from './model.js';
 
 /** createElement with properties and children; a string child becomes a text node. */
 export function el(tag, props = {}, ...children) {
@@ -24,7 +24,11 @@ export function el(tag, props = {}, ...children) {
 /** Builds the static page; returns the nodes the other views fill in and index.js wires. */
 export function buildLayout(root) {
   const ui = {
-    run: el('select', {'aria-label': 'run'}),
+    runFilter: el('input', {type: 'text', className: 'run-filter', spellcheck: 'false',
+                            placeholder: 'filter runs (regex)', 'aria-label': 'runs regex'}),
+    runFilterError: el('div', {className: 'run-filter-error', role: 'alert', hidden: ''}),
+    allRuns: el('input', {type: 'checkbox', 'aria-label': 'all runs'}),
+    runList: el('ul', {className: 'run-list', 'aria-label': 'runs'}),
     chips: LEVELS.map((level) =>
       el('button', {type: 'button', className: `chip level-${level}`, 'data-level': level,
                     'aria-pressed': 'false'}, level)),
@@ -62,7 +66,7 @@ export function buildLayout(root) {
   ui.tableBox = el('div', {className: 'table-box'}, ui.table);
   root.append(
     el('div', {className: 'toolbar'},
-       ui.run, el('span', {className: 'chips'}, ...ui.chips), ui.stepMin, ui.stepMax,
+       el('span', {className: 'chips'}, ...ui.chips), ui.stepMin, ui.stepMax,
        ui.search),
     el('div', {className: 'filter'}, ui.where, ui.whereError, ui.fields),
     el('div', {className: 'toolbar'},
@@ -70,14 +74,17 @@ export function buildLayout(root) {
        el('span', {className: 'spacer'}),
        el('span', {}, 'download '), ui.jsonl, ui.csv, ui.copy, ui.link),
     ui.status,
-    el('div', {className: 'main'}, ui.tableBox, ui.detail),
+    el('div', {className: 'main'},
+       el('nav', {className: 'runs'}, ui.runFilter, ui.runFilterError,
+          el('label', {className: 'all-runs'}, ui.allRuns, 'all runs'), ui.runList),
+       ui.tableBox, ui.detail),
   );
   return ui;
 }
 
 /** Copies the state into the controls (after a hash was read, or a run dropped). */
 export function showControls(ui, state) {
-  ui.run.value = state.run;
+  ui.runFilter.value = state.runRegex;
   for (const chip of ui.chips) {
     chip.setAttribute('aria-pressed', String(state.levels.includes(chip.dataset.level)));
   }
@@ -96,18 +103,38 @@ export function showFresh(ui, count) {
   ui.fresh.hidden = !(count > 0);
 }
 
-/** The run selector: each run with its record count, and how many records newer writes
- * superseded (a run restarted in its folder) when some were. */
-export function showRuns(ui, runs, superseded) {
+/** A run's colour swatch (the palette is ours, never text from the server). */
+function swatch(name) {
+  return el('span', {className: 'swatch', style: `background-color: ${runColour(name)}`,
+                     'aria-hidden': 'true'});
+}
+
+/**
+ * The run list: a checkbox, colour and record count per run that the run filter matches
+ * (and how many records newer writes superseded, a run restarted in its folder, when some
+ * were); `shown` is the set of runs the view shows. `pattern` is the filter's RegExp, null,
+ * or an Error (its message goes under the box and every run is listed).
+ */
+export function showRuns(ui, runs, superseded, {shown, pattern, allChecked}) {
   const total = (tags) => Object.values(tags).reduce((a, b) => a + b, 0);
-  const label = (name, tags) => superseded[name] ?
-    `${name} (${total(tags)}; ${superseded[name]} superseded)` : `${name} (${total(tags)})`;
-  ui.run.replaceChildren(
-    el('option', {value: ''}, 'all runs'),
-    ...Object.entries(runs).map(([name, tags]) =>
-      el('option', {value: name, title: superseded[name] ?
+  const bad = pattern instanceof Error;
+  ui.runFilterError.textContent = bad ? `not a regular expression: ${pattern.message}` : '';
+  ui.runFilterError.hidden = !bad;
+  ui.runFilter.classList.toggle('invalid', bad);
+  const listed = Object.keys(runs).filter((name) => bad || !pattern || pattern.test(name));
+  ui.allRuns.checked = allChecked;
+  ui.runList.replaceChildren(...listed.map((name) => {
+    const count = superseded[name] ? `${total(runs[name])}; ${superseded[name]} superseded` :
+        String(total(runs[name]));
+    const box = el('input', {type: 'checkbox', 'data-run': name});
+    box.checked = shown.has(name);
+    return el('li', {title: superseded[name] ?
         `${superseded[name]} records of ${name} were superseded by newer writes at the same ` +
-        'or lower steps (the run was restarted in its folder)' : name}, label(name, tags))));
+        'or lower steps (the run was restarted in its folder)' : name},
+      el('label', {}, box, swatch(name), el('span', {className: 'run-name'}, name),
+         el('span', {className: 'run-count'}, count)));
+  }));
+  if (!listed.length) ui.runList.append(el('li', {className: 'none'}, 'no run matches'));
 }
 
 export function showDownloads(ui, jsonlUrl, csvUrl) {
@@ -199,7 +226,8 @@ export function showTable(ui, columns, rows, state, {onSort, onRow, ids = [], se
       }
       const {text, title} = name === 'wall_time' ? wallTimeCell(value, state.utc) :
           {text: cellText(value), title: cellText(value)};
-      const td = el('td', {title}, text);
+      const td = el('td', {title}, ...(name === 'run' && typeof value === 'string' ?
+                                       [swatch(value)] : []), text);
       if (name === 'level' && LEVELS.includes(value)) td.className = `level-${value}`;
       if (value === null) td.className = 'null';
       if (typeof value === 'number') td.className = 'number';
