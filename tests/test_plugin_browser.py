@@ -363,9 +363,16 @@ def test_live_theme_time_zone_deep_link_and_detail(sync_playwright, tmp_path):
             expect(newest).to_be_in_viewport()
             _shot(page, tmp_path, "light.png")
 
+            # TensorBoard's reload button reaches the tab through its plugin API (host.js, the
+            # same module instance index.js polls with).
+            frame = next(f for f in page.frames if "plugin_entry" in f.url)
+            frame.evaluate("() => import('./host.js').then((host) => { window.reloads = 0; "
+                           "host.onTensorBoardReload(() => { window.reloads += 1; }); })")
+            page.locator("app-header .reload-button").click()
+            frame.wait_for_function("() => window.reloads > 0")
+
             # Dark mode: TensorBoard's theme menu; the tab follows without a reload.
             background = "() => getComputedStyle(document.body).backgroundColor"
-            frame = next(f for f in page.frames if "plugin_entry" in f.url)
             assert frame.evaluate(background) == "rgb(255, 255, 255)"
             page.get_by_label("Menu for changing light or dark theme").click()
             page.get_by_role("menuitem", name="Dark").click()
