@@ -27,6 +27,7 @@ export async function render() {
   let baseline = null;  // the total when the user last set up the view: "+N new" counts from it
   let selected = null;  // {id, row} of the open detail
   let total = 0;
+  let asking = 0;  // user-made requests in flight: a live refresh would overtake them
   let runs = {};  // run → tag → count, from /runs
   let superseded = {};
 
@@ -47,7 +48,13 @@ export async function render() {
     }
     const asked = chosen.all ? null : chosen.runs;  // null: every run, new ones included
     if (!live) views.showStatus(ui, 'loading…');
-    let answer = await load(wanted, asked);
+    if (!live) asking += 1;
+    let answer;
+    try {
+      answer = await load(wanted, asked);
+    } finally {
+      if (!live) asking -= 1;
+    }
     if (answer === null) return;  // a newer request is on its way
     const whereError = answer.error && answer.error.parameter === 'where' ? answer.error : null;
     if (whereError && where !== null) {
@@ -151,7 +158,7 @@ export async function render() {
       try {
         const {revision, complete} = await model.fetchRevision();
         const now = `${revision}/${complete}`;
-        if (now !== seen) {
+        if (now !== seen && !asking) {  // (while the user's request runs, the next tick)
           seen = now;
           await loadRuns();
           await refresh({live: true});
