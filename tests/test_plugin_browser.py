@@ -120,11 +120,24 @@ def test_table_ui_in_chromium(sync_playwright, server, logdir, tmp_path):
             ui.get_by_label("search").fill("")
             ui.get_by_label("search").press("Enter")
 
-            # A filter: the total is exactly what a Python filter over read_records gives.
+            # Typed without Enter, the filter applies once the server accepts it; what does
+            # not parse yet ("loss", "loss >") shows its error and never blanks the table.
             where = ui.get_by_label("filter")
+            where.press_sequentially("loss > 7", delay=40)
+            typed_total = sum(1 for loss in losses if loss > 7)
+            expect(count).to_have_text(f"1–100 of {typed_total}")
+            expect(ui.locator(".where-error")).to_be_hidden()
+            where.press("Backspace")  # "loss > "
+            expect(ui.locator(".where-error .message")).to_have_text(
+                "expected a value after '>' (got end of query) (at position 7)")
+            expect(count).to_have_text(f"1–100 of {typed_total}")
+            expect(ui.locator("tbody tr")).to_have_count(100)
+
+            # A filter: the total is exactly what a Python filter over read_records gives.
             where.fill("loss > 30")
             where.press("Enter")
             expect(count).to_have_text(f"1–100 of {expected_total}")
+            expect(ui.locator(".where-error")).to_be_hidden()
 
             # Sort by loss, twice: ascending, then descending.
             loss_header = ui.locator('th[data-column="loss"]')
