@@ -207,6 +207,12 @@ def bench_tbkit(logdir: Path, total: int) -> dict:
             runs.append(dt)
         out["query"], out["query_first"] = statistics.median(runs), runs[0]
         out["matched"] = json.loads(body)["total"]
+        polls = []  # what the tab asks every 2 s: nothing new, so no row may be queried
+        for _ in range(50):
+            dt, (status, _) = timed(get, port, f"{PREFIX}/revision")
+            assert status == 200
+            polls.append(dt)
+        out["poll"] = statistics.median(polls)
         dt, (status, body) = timed(get, port, f"{PREFIX}/export", [("format", "jsonl")])
         assert status == 200 and body.count(b"\n") == total
         out["export"], out["export_bytes"] = dt, len(body)
@@ -270,6 +276,9 @@ def main() -> None:
         ("page fetch (limit 100, random offset; median of 10)", s(tb.get("page")), "≤ 0.3 s"),
         (f"`where={WHERE}`, sort=loss over all (median of 3; first {s(tb.get('query_first'))}"
          f", {tb.get('matched')} rows)", s(tb.get("query")), "≤ 1 s"),
+        ("live poll `/revision` with nothing new (HTTP round trip, median of 50)",
+         "did not finish" if tb.get("poll") is None else f"{tb['poll'] * 1000:.1f} ms",
+         "≤ 10 ms"),
         (f"export jsonl, full download ({tb.get('export_bytes', 0) / mib:.0f} MiB)",
          s(tb.get("export")), "—"),
         ("tbkit: RSS of the TensorBoard tree", f"{tb.get('rss', 0) / mib:.0f} MiB",

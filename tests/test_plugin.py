@@ -469,3 +469,50 @@ def test_the_schema_forgets_fields_only_pre_empted_records_held(tmp_path):
     assert {k for r in tbkit.read_records(tmp_path) for k in r.fields} == {"x"}
     with pytest.raises(selection.BadParameter, match="unknown field 'old'"):
         plugin.records_impl(MultiDict([("where", "old == 1")]))
+
+
+def test_a_revision_poll_with_nothing_new_queries_no_rows(tmp_path):
+    """/revision compares a counter: polling it never runs a row query (store.queries)."""
+    plugin = make_plugin(tmp_path)
+    write_run(tmp_path / "first", 5)
+    first = plugin.revision_impl()
+    assert first["complete"] is True and first["revision"] > 0
+    assert records(plugin)["total"] == 6  # 5 train, 1 alert
+    queries = plugin.store.queries
+    assert queries > 0  # the page above was a query
+    for _ in range(50):
+        assert plugin.revision_impl() == first
+    assert plugin.store.queries == queries
+    write_run(tmp_path / "second", 3)  # a new run bumps the revision
+    later = plugin.revision_impl()
+    assert later["revision"] > first["revision"] and later["complete"] is True
+    assert plugin.store.queries == queries
+    assert records(plugin)["total"] == 6 + 4
+
+
+def test_record_route_gives_the_record_as_written(plugin, logdir):
+    """/records gives each row's id; /record?id= the nested record (big integers as strings)."""
+    page = records(plugin, run="exp/train", tag="train", step_min="6", limit="2")
+    assert len(page["ids"]) == len(page["rows"]) == 2
+    written = next(r for r in tbkit.read_records(logdir, run="exp/train", tag="train")
+                   if r.step == 7)  # fmt: skip
+    answer = plugin.record_impl(MultiDict([("id", str(page["ids"][1]))]))
+    assert answer == {"id": page["ids"][1], "record": {
+        "run": "exp/train", "tag": "train", "step": 7, "wall_time": written.wall_time,
+        "level": "info", "loss": 3.5, "opt": {"lr": 0.25}, "note": "seven NaN", "big": str(BIG)}}
+    assert list(answer["record"]) == ["run", "tag", "step", "wall_time", "level", "loss", "opt",
+                                      "note", "big"]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [None, "", "x", "-1", "1.5", "²"])
+def test_record_route_refuses_a_bad_id(plugin, value):
+    args = MultiDict([] if value is None else [("id", value)])
+    with pytest.raises(selection.BadParameter) as caught:
+        plugin.record_impl(args)
+    assert str(caught.value) == f"Invalid argument: 'id': must be an integer ≥ 0 (got {value!r})"
+
+
+def test_record_route_answers_404_for_an_unknown_id(plugin):
+    with pytest.raises(errors.NotFoundError) as caught:
+        plugin.record_impl(MultiDict([("id", "999999")]))
+    assert str(caught.value) == "Not found: no record with id 999999"

@@ -129,13 +129,25 @@ def test_records_written_while_tensorboard_runs_appear(tmp_path):
     with tbserver.tensorboard(str(tmp_path)) as port:
         wait_for(port, "/runs", (), lambda body: body["complete"])
         assert get_json(port, "/records", [("limit", "1")])["total"] == 20
+        before = get_json(port, "/revision")
+        assert before["complete"] is True and get_json(port, "/revision") == before
         write_steps(tmp_path / "run", 20, 35)  # appended by a second writer: a new file
         write_steps(tmp_path / "nested" / "late", 0, 5)  # and a new run
         body = wait_for(port, "/records", [("limit", "100")],
                         lambda body: body["complete"] and body["total"] == 40)  # fmt: skip
+        assert get_json(port, "/revision")["revision"] > before["revision"]
     expected = [(r.run, r.step, r.fields["i"]) for r in tbkit.read_records(tmp_path)]
     assert [(r["run"], r["step"], r["i"]) for r in body["rows"]] == expected
     assert len(expected) == 40
+
+
+def test_record_over_http_is_the_export_line_parsed(server):
+    page = get_json(server, "/records", [("step_min", "26"), ("limit", "1")])
+    record = get_json(server, "/record", [("id", str(page["ids"][0]))])["record"]
+    _, _, line = get(server, PREFIX + "/export", [("step_min", "26"), ("step_max", "26")])
+    assert record == json.loads(line) and record["note"] == "got NaN"
+    status, _, body = get(server, PREFIX + "/record", [("id", "x")])
+    assert (status, json.loads(body)["parameter"]) == (400, "id")
 
 
 def test_errors_over_http(server):

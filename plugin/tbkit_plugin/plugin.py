@@ -24,6 +24,7 @@ STATIC_FILES = {
     "/index.js": ("index.js", "text/javascript"),
     "/model.js": ("model.js", "text/javascript"),
     "/views.js": ("views.js", "text/javascript"),
+    "/host.js": ("host.js", "text/javascript"),
     "/style.css": ("style.css", "text/css"),
 }
 _EXPORT_TYPES = {"jsonl": ("application/jsonl; charset=utf-8", "records.jsonl"),
@@ -57,8 +58,9 @@ class TbkitPlugin(base_plugin.TBPlugin):
             return bool(self.store.runs())
 
     def get_plugin_apps(self) -> dict[str, Any]:
-        apps = {"/runs": self.runs_route, "/schema": self.schema_route,
-                "/records": self.records_route, "/export": self.export_route}  # fmt: skip
+        apps = {"/runs": self.runs_route, "/revision": self.revision_route,
+                "/schema": self.schema_route, "/records": self.records_route,
+                "/record": self.record_route, "/export": self.export_route}  # fmt: skip
         apps.update(dict.fromkeys(STATIC_FILES, self.static_route))
         return apps
 
@@ -69,6 +71,26 @@ class TbkitPlugin(base_plugin.TBPlugin):
         with self.store.lock:
             return {"runs": self.store.runs(), "superseded": self.store.superseded(),
                     "complete": self.store.complete}
+
+    def revision_impl(self) -> dict[str, Any]:
+        """The store's revision and whether it read everything: what the tab polls.
+
+        Reads two attributes and returns: no row is queried, so a poll that finds nothing new
+        costs next to nothing even over a million records.
+        """
+        self.store.refresh()
+        with self.store.lock:
+            return {"revision": self.store.generation, "complete": self.store.complete}
+
+    def record_impl(self, args: Any) -> dict[str, Any]:
+        """One record as written (nested objects nested), by the row id ``/records`` gave."""
+        row = _int_arg(args, "id")
+        with self.store.lock:
+            try:
+                record = self.store.record(row)
+            except IndexError:
+                raise errors.NotFoundError(f"no record with id {row}") from None
+        return {"id": row, "record": selection.browser_safe(record)}
 
     def schema_impl(self, args: Any) -> dict[str, Any]:
         self.store.refresh()
@@ -83,7 +105,8 @@ class TbkitPlugin(base_plugin.TBPlugin):
             sel = selection.parse(args, self.store)
             rows = selection.matching(self.store, sel)
             columns = self.store.schema(sel.runs, sel.tags)
-            page = self.store.flat_rows(rows[sel.offset : sel.offset + sel.limit])
+            ids = rows[sel.offset : sel.offset + sel.limit]
+            page = self.store.flat_rows(ids)
         return {
             "total": len(rows),
             "offset": sel.offset,
@@ -91,6 +114,7 @@ class TbkitPlugin(base_plugin.TBPlugin):
             "complete": complete,
             "columns": columns,
             "rows": [selection.browser_safe(row) for row in page],
+            "ids": ids.tolist(),
         }
 
     def export_impl(self, args: Any) -> tuple[Any, str, str]:
@@ -128,6 +152,14 @@ class TbkitPlugin(base_plugin.TBPlugin):
         return http_util.Respond(request, self.runs_impl(), "application/json")
 
     @wrappers.Request.application
+    def revision_route(self, request: wrappers.Request) -> wrappers.Response:
+        return http_util.Respond(request, self.revision_impl(), "application/json")
+
+    @wrappers.Request.application
+    def record_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _answer(request, self.record_impl, request.args)
+
+    @wrappers.Request.application
     def schema_route(self, request: wrappers.Request) -> wrappers.Response:
         return _answer(request, self.schema_impl, request.args)
 
@@ -153,6 +185,14 @@ class TbkitPlugin(base_plugin.TBPlugin):
         route = request.path.rsplit("/", 1)[-1]
         data, content_type = self.static_impl("/" + route)
         return http_util.Respond(request, data, content_type)
+
+
+def _int_arg(args: Any, name: str) -> int:
+    """A required integer parameter ≥ 0; BadParameter naming it otherwise."""
+    text = args.get(name)
+    if text is None or not text.isdigit() or not text.isascii():
+        raise selection.BadParameter(name, f"must be an integer ≥ 0 (got {text!r})")
+    return int(text)
 
 
 def _answer(request: wrappers.Request, impl: Any, args: Any) -> wrappers.Response:

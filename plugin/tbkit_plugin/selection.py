@@ -123,6 +123,7 @@ def matching(store: store_mod.Store, sel: Selection) -> np.ndarray:
     The default order (and the order of ties) is the runs in name order, each run's
     records in write order.
     """
+    store.queries += 1
     arrays = store.arrays()
     mask = arrays["alive"] & np.isin(arrays["sid"], store.series_of(sel.runs, sel.tags))
     if sel.levels is not None:

@@ -96,7 +96,8 @@ class Store:
         self.logdir, self.min_interval, self.background = logdir, min_interval, background
         self.lock = threading.RLock()
         self.complete = False  #: whether the last look read every file to its end
-        self.generation = 0  #: bumped by every change of the rows
+        self.generation = 0  #: bumped by every change of the rows (what ``/revision`` serves)
+        self.queries = 0  #: row queries answered (selection.matching): a poll must not add one
         self.order_cache: Any = None  # (key, row order), kept by tbkit_plugin.selection
         self._follower: events.Follower | None = None  # made on the first look
         self._failed = ""  # the last listing or read error, said once
@@ -358,6 +359,16 @@ class Store:
             i = row - int(bases[c])
             out.append(buffer[starts[i] : starts[i + 1] - 1])
         return out
+
+    def record(self, row: int) -> dict[str, Any]:
+        """One row's record as written: built-ins, then its fields, nested objects nested.
+
+        Raises:
+            IndexError: ``row`` is not a row id of the store.
+        """
+        if not 0 <= row < self.n:
+            raise IndexError(row)
+        return json.loads(self.lines(np.array([row], np.int64))[0])
 
     def flat_rows(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """Each row as a flat dict: built-ins, then fields (nested ones under dotted names).

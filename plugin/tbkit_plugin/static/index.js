@@ -1,64 +1,180 @@
-// tbkit plugin frontend: every tbkit record as a table (issue 3). TensorBoard loads this ES
-// module in an iframe whose <base> is /data/plugin/tbkit/ and calls render(). model.js holds
-// state and requests, views.js the DOM; this file wires them. The view state lives in the
-// iframe page's location hash, so a copied link reopens the same view.
+// tbkit plugin frontend: every tbkit record as a table, live (issues 3 and 12). TensorBoard
+// loads this ES module in an iframe whose <base> is /data/plugin/tbkit/ and calls render().
+// model.js holds state and requests, views.js the DOM, host.js the TensorBoard around the
+// page; this file wires them. The view state lives in the iframe page's hash and, while the
+// tab is shown, in TensorBoard's own hash (#tbkit&p.tbkit.…), so a link reopens the view.
 
+import * as host from './host.js';
 import * as model from './model.js';
 import * as views from './views.js';
 
 const TYPING_DELAY_MS = 300;
+const LIVE_POLL_MS = 2000;  // TensorBoard's own auto-reload is 30 s; its reload button is heard
 const LOADING_POLL_MS = 1000;  // while the server is still reading the logdir
 
 export async function render() {
   document.head.append(views.el('link', {rel: 'stylesheet', href: './style.css'}));
+  host.followTheme();
   const root = views.el('div', {className: 'tbkit'});
   document.body.append(root);
   const ui = views.buildLayout(root);
-  const state = model.fromHash(location.hash);
+  // The iframe's own hash first (a bare plugin page link), then TensorBoard's deep link.
+  const state = location.hash.length > 1 ? model.fromHash(location.hash) :
+      (model.fromTensorBoardHash(host.tensorBoardHash()) || model.defaultState());
   const load = model.createLoader();
-  let pollTimer = 0;
   let runsComplete = false;
+  let seen = null;  // the "revision/complete" the table shows
+  let baseline = null;  // the total when the user last set up the view: "+N new" counts from it
+  let selected = null;  // {id, row} of the open detail
+  let total = 0;
+  let asking = 0;  // user-made requests in flight: a live refresh would overtake them
+  let runs = {};  // run → tag → count, from /runs
+  let superseded = {};
 
-  async function refresh() {
-    clearTimeout(pollTimer);
-    saveHash();
-    views.showDownloads(ui, model.exportUrl(state, 'jsonl'), model.exportUrl(state, 'csv'));
-    views.showStatus(ui, 'loading…');
-    const answer = await load(state);
+  /** {runs, all}: the runs the view shows now (model.selectedRuns). */
+  const selection = () => model.selectedRuns(state, Object.keys(runs));
+
+  /**
+   * Loads and shows the current page. `live`: a refresh because the data changed, in place
+   * (no "loading…", scroll, sort and detail kept). `where`: a filter to try; it is applied only
+   * if the server accepts it, else its error shows under the box and the rows stay.
+   */
+  async function refresh({live = false, where = null} = {}) {
+    const wanted = where === null ? {...state} : {...state, where, offset: 0};
+    const chosen = selection();
+    if (!chosen.runs.length && runsComplete) {
+      noRuns();
+      return;
+    }
+    const asked = chosen.all ? null : chosen.runs;  // null: every run, new ones included
+    if (!live) views.showStatus(ui, 'loading…');
+    if (!live) asking += 1;
+    let answer;
+    try {
+      answer = await load(wanted, asked);
+    } finally {
+      if (!live) asking -= 1;
+    }
     if (answer === null) return;  // a newer request is on its way
-    views.showFields(ui, answer.columns);
     const whereError = answer.error && answer.error.parameter === 'where' ? answer.error : null;
-    views.showWhereError(ui, whereError, state.where);
+    if (whereError && where !== null) {
+      views.showWhereError(ui, whereError, wanted.where);  // keep the last good rows
+      views.showStatus(ui, '');
+      return;
+    }
+    if (state.follow && answer.records) {
+      const last = model.lastPageOffset(answer.records.total, wanted.limit);
+      if (last !== wanted.offset) {
+        answer = await load({...wanted, offset: last}, asked);
+        if (answer === null) return;
+        wanted.offset = last;
+      }
+    }
+    Object.assign(state, {where: wanted.where, offset: wanted.offset});
+    saveHash();
+    show(answer, {live, whereError, asked});
+  }
+
+  /** No run is checked, or the run filter matches none: say so instead of asking. */
+  function noRuns() {
+    saveHash();
+    load.cancel();
+    views.showTable(ui, [], [], state, {onSort: sortBy, onRow: openRow});
+    views.showPager(ui, null);
+    views.showStatus(ui, Object.keys(runs).length ?
+        'no run selected: check a run, or change the run filter' : 'no tbkit records yet');
+  }
+
+  function show(answer, {live, whereError, asked}) {
+    views.showDownloads(ui, model.exportUrl(state, asked, 'jsonl'),
+                        model.exportUrl(state, asked, 'csv'));
+    views.showFields(ui, answer.columns);
+    if (!live || whereError) views.showWhereError(ui, whereError, state.where);
     views.showStatus(ui, answer.error && !whereError ? answer.error.error : '');
-    const rows = answer.records ? answer.records.rows : [];
-    views.showTable(ui, answer.columns, rows, state, {onSort: sortBy, onRow: openRow});
-    views.showPager(ui, answer.records);
-    const loading = answer.records ? !answer.records.complete : !runsComplete;
-    if (loading) {
-      // The server answers from the records read so far: say so, and ask again shortly.
-      const total = answer.records ? answer.records.total : 0;
+    const records = answer.records;
+    const box = ui.tableBox;
+    const [top, left] = [box.scrollTop, box.scrollLeft];
+    views.showTable(ui, answer.columns, records ? records.rows : [], state,
+                    {onSort: sortBy, onRow: openRow, ids: records ? records.ids : [],
+                     selected: selected && selected.id});
+    views.showPager(ui, records);
+    total = records ? records.total : 0;
+    if (!live || baseline === null) baseline = total;
+    views.showFresh(ui, total - baseline);
+    if (state.follow) {
+      box.scrollTop = box.scrollHeight;
+    } else if (live) {
+      [box.scrollTop, box.scrollLeft] = [top, left];
+    }
+    if (records ? !records.complete : !runsComplete) {
+      // The server answers from the records read so far: say so; the poll asks again.
       views.showStatus(ui, `loading… ${total} matching records read so far`);
-      pollTimer = setTimeout(async () => {
-        await loadRuns();
-        refresh();
-      }, LOADING_POLL_MS);
-    } else if (!runsComplete) {
-      loadRuns();  // everything is read now: the run selector's counts are final too
     }
   }
 
   async function loadRuns() {
     try {
-      const {runs, superseded, complete} = await model.fetchRuns();
-      runsComplete = complete;
-      views.showRuns(ui, runs, superseded || {});
+      const answer = await model.fetchRuns();
+      [runs, superseded, runsComplete] = [answer.runs, answer.superseded || {}, answer.complete];
       // A run not read yet may still come; once everything is read, an unknown run is gone.
-      if (complete && state.run && !(state.run in runs)) state.run = '';
-      ui.run.value = state.run;
+      if (runsComplete && state.runs && state.runs.length) {
+        const known = state.runs.filter((name) => name in runs);
+        state.runs = known.length ? known : null;  // only unknown runs were named: show all
+      }
+      showRuns();
     } catch (error) {
       views.showStatus(ui, `could not load runs: ${error.message}`);
     }
   }
+
+  function showRuns() {
+    views.showRuns(ui, runs, superseded, {shown: new Set(selection().runs),
+                                          pattern: model.runPattern(state.runRegex),
+                                          allChecked: state.runs === null});
+  }
+
+  /** Checks or unchecks runs; checking every run again means "all" (new runs included). */
+  function checkRuns(names, on) {
+    const every = Object.keys(runs);
+    let checked = new Set(state.runs || every);
+    for (const name of names) {
+      if (on) checked.add(name); else checked.delete(name);
+    }
+    checked = every.filter((name) => checked.has(name));
+    state.runs = checked.length === every.length ? null : checked;
+    showRuns();
+    update({});
+  }
+
+  // Live: poll the server's revision (a counter; nothing is queried when it has not moved),
+  // on a timer while the page is visible, and whenever TensorBoard reloads.
+  let pollTimer = 0;
+  let polling = false;
+  async function poll() {
+    clearTimeout(pollTimer);
+    if (document.visibilityState === 'hidden') return;  // visibilitychange restarts it
+    if (!polling) {
+      polling = true;
+      try {
+        const {revision, complete} = await model.fetchRevision();
+        const now = `${revision}/${complete}`;
+        if (now !== seen && !asking) {  // (while the user's request runs, the next tick)
+          seen = now;
+          await loadRuns();
+          await refresh({live: true});
+        }
+      } catch (error) {
+        // The server is restarting or gone: keep what is shown, try again on the next tick.
+      } finally {
+        polling = false;
+      }
+    }
+    pollTimer = setTimeout(poll, runsComplete ? LIVE_POLL_MS : LOADING_POLL_MS);
+  }
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') poll();
+  });
+  host.onTensorBoardReload(poll);
 
   function saveHash() {
     // Not `location.hash = …`: that adds a history entry per keystroke. replaceState needs an
@@ -66,22 +182,60 @@ export async function render() {
     const url = new URL(location.href);
     url.hash = model.toHash(state);
     history.replaceState(null, '', url.href);
+    host.setTensorBoardHash(model.toTensorBoardHash(state));
   }
 
   /** Applies a change to the filters: back to the first page, then reload. */
   function update(change) {
     Object.assign(state, change, {offset: 0});
-    views.showDetail(ui, null);
+    closeDetail();
     refresh();
   }
 
   function sortBy(name) {
+    if (state.follow) setFollow(false);
     const order = state.sort === name && state.order === 'asc' ? 'desc' : 'asc';
     update({sort: name, order});
   }
 
-  function openRow(row) {
-    views.showDetail(ui, row);
+  async function openRow(row, id) {
+    selected = {id, row, record: null};
+    views.showDetail(ui, {row, utc: state.utc}, {onClose: () => { selected = null; }});
+    try {
+      const record = await model.fetchRecord(id);
+      if (!selected || selected.id !== id) return;  // another row was opened meanwhile
+      selected.record = record;
+      showSelected();
+    } catch (error) {
+      if (selected && selected.id === id) {
+        views.showDetail(ui, {row, error: `could not load the record: ${error.message}`});
+      }
+    }
+  }
+
+  function showSelected() {
+    if (!selected) return;
+    views.showDetail(ui, {row: selected.row, record: selected.record, utc: state.utc},
+                     {onClose: () => { selected = null; }});
+  }
+
+  function closeDetail() {
+    selected = null;
+    views.showDetail(ui, null);
+  }
+
+  /** Follow: sorted by wall_time, oldest first, the last page scrolled to the bottom, like
+   * `tail -f`. Paging back, scrolling up or sorting by something else leaves it. */
+  function setFollow(on) {
+    state.follow = on;
+    ui.follow.setAttribute('aria-pressed', String(on));
+    if (on) {
+      Object.assign(state, {sort: 'wall_time', order: 'asc'});
+      baseline = total;
+      refresh({live: true});
+    } else {
+      saveHash();
+    }
   }
 
   function onTyping(input, apply) {
@@ -98,7 +252,24 @@ export async function render() {
     });
   }
 
-  ui.run.addEventListener('change', () => update({run: ui.run.value}));
+  ui.runList.addEventListener('change', (event) => {
+    const name = event.target.dataset.run;
+    if (name !== undefined) checkRuns([name], event.target.checked);
+  });
+  ui.allRuns.addEventListener('change', () => {
+    if (ui.allRuns.checked) {
+      state.runs = null;
+      showRuns();
+      update({});
+    } else {
+      checkRuns(Object.keys(runs), false);
+    }
+  });
+  onTyping(ui.runFilter, () => {
+    state.runRegex = ui.runFilter.value;
+    showRuns();
+    update({});
+  });
   for (const chip of ui.chips) {
     chip.addEventListener('click', () => {
       const level = chip.dataset.level;
@@ -111,9 +282,19 @@ export async function render() {
   onTyping(ui.stepMin, () => update({stepMin: ui.stepMin.value}));
   onTyping(ui.stepMax, () => update({stepMax: ui.stepMax.value}));
   onTyping(ui.search, () => update({search: ui.search.value}));
-  onTyping(ui.where, () => update({where: ui.where.value}));
+  // The filter applies only when the server accepts it: a half-typed one shows its error under
+  // the box and leaves the table as it was.
+  onTyping(ui.where, () => {
+    if (ui.where.value === state.where) {
+      views.showWhereError(ui, null, state.where);
+      return;
+    }
+    closeDetail();
+    refresh({where: ui.where.value});
+  });
   ui.limit.addEventListener('change', () => update({limit: Number(ui.limit.value)}));
   ui.prev.addEventListener('click', () => {
+    if (state.follow) setFollow(false);
     state.offset = Math.max(0, state.offset - state.limit);
     refresh();
   });
@@ -121,20 +302,39 @@ export async function render() {
     state.offset += state.limit;
     refresh();
   });
+  ui.follow.addEventListener('click', () => setFollow(!state.follow));
+  ui.fresh.addEventListener('click', () => setFollow(true));
+  ui.tableBox.addEventListener('wheel', (event) => {
+    if (state.follow && event.deltaY < 0) setFollow(false);  // scrolling up leaves follow
+  }, {passive: true});
+  ui.utc.addEventListener('click', () => {
+    state.utc = !state.utc;
+    ui.utc.setAttribute('aria-pressed', String(state.utc));
+    showSelected();
+    refresh({live: true});
+  });
   ui.copy.addEventListener('click', async () => {
     saveHash();
-    ui.link.value = location.href;
+    const link = host.tensorBoardUrl(model.toTensorBoardHash(state));
+    ui.link.value = link;
     ui.link.hidden = false;
     ui.link.select();
     try {
-      await navigator.clipboard.writeText(location.href);
+      await navigator.clipboard.writeText(link);
       ui.copy.textContent = 'link copied';
     } catch (error) {  // an iframe may not be allowed the clipboard: the link is selected
       ui.copy.textContent = 'copy the link →';
     }
   });
 
+  try {
+    const {revision, complete} = await model.fetchRevision();
+    seen = `${revision}/${complete}`;
+  } catch (error) {
+    seen = null;
+  }
   await loadRuns();
   views.showControls(ui, state);
   await refresh();
+  pollTimer = setTimeout(poll, runsComplete ? LIVE_POLL_MS : LOADING_POLL_MS);
 }

@@ -5,16 +5,64 @@
 export const LEVELS = ['debug', 'info', 'warning', 'error'];
 export const PAGE_SIZES = [25, 50, 100, 250, 500, 1000];
 
-/** The view's state; every field has a query-parameter twin (see toParams). */
+/** The view's state; every field has a query-parameter twin (see toParams, toHash). `runs`:
+ * the checked runs, or null for every run (new runs included). */
 export function defaultState() {
-  return {run: '', levels: [], stepMin: '', stepMax: '', search: '', where: '',
-          sort: '', order: 'asc', limit: 100, offset: 0};
+  return {runs: null, runRegex: '', levels: [], stepMin: '', stepMax: '', search: '', where: '',
+          sort: '', order: 'asc', limit: 100, offset: 0, utc: false, follow: false};
 }
 
-/** The filter, sort and (optionally) page parameters of the routes, as URLSearchParams. */
-export function toParams(state, {page = true} = {}) {
+/** The run-name filter as a case-insensitive RegExp (as TensorBoard's run selector): null
+ * when empty; an Error's message when it is not a regular expression. */
+export function runPattern(text) {
+  if (!text) return null;
+  try {
+    return new RegExp(text, 'i');
+  } catch (error) {
+    return error;
+  }
+}
+
+/**
+ * The runs the view shows, of `names` (every run, in name order): the checked ones (every
+ * run, new ones included, when `state.runs` is null) that the run filter matches.
+ * Returns {runs, all}: `all` when that is every run, so requests may leave `run` out.
+ */
+export function selectedRuns(state, names) {
+  const pattern = runPattern(state.runRegex);
+  const usable = pattern instanceof RegExp ? pattern : null;
+  const runs = names.filter((name) => (state.runs === null || state.runs.includes(name)) &&
+                                      (!usable || usable.test(name)));
+  return {runs, all: runs.length === names.length};
+}
+
+// A fixed colour per run, from a hash of its name: the same in every view, browser and
+// session, and unchanged when runs come or go (a palette by position would shift). Charts
+// (issue 12) use the same function.
+const PALETTE = ['#e8710a', '#1a73e8', '#d93025', '#12b5cb', '#9334e6', '#188038', '#e52592',
+                 '#f9ab00', '#7cb342', '#795548', '#5c6bc0', '#00897b'];
+
+/** The colour of a run (a CSS colour). */
+export function runColour(name) {
+  let hash = 0x811c9dc5;  // FNV-1a over the UTF-16 code units
+  for (let i = 0; i < name.length; i++) {
+    hash = Math.imul(hash ^ name.charCodeAt(i), 0x01000193) >>> 0;
+  }
+  return PALETTE[hash % PALETTE.length];
+}
+
+/** The offset of the last page of `total` rows (0 when there are none). */
+export function lastPageOffset(total, limit) {
+  return Math.max(0, Math.floor((total - 1) / limit) * limit);
+}
+
+/**
+ * The filter, sort and (optionally) page parameters of the routes, as URLSearchParams.
+ * `runs`: the run names to ask for (null: every run, the route's default).
+ */
+export function toParams(state, {page = true, runs = null} = {}) {
   const p = new URLSearchParams();
-  if (state.run) p.append('run', state.run);
+  for (const run of runs || []) p.append('run', run);
   for (const level of state.levels) p.append('level', level);
   if (state.stepMin !== '') p.set('step_min', state.stepMin);
   if (state.stepMax !== '') p.set('step_max', state.stepMax);
@@ -36,7 +84,9 @@ export function fromHash(hash) {
   const p = new URLSearchParams(hash.replace(/^#/, ''));
   const state = defaultState();
   const integer = (text) => (/^-?\d+$/.test(text || '') ? text : '');
-  state.run = p.get('run') || '';
+  // No `run`: every run; `run=` alone: none checked; else the runs named.
+  state.runs = p.has('run') ? [...new Set(p.getAll('run').filter(Boolean))].sort() : null;
+  state.runRegex = p.get('run_regex') || '';
   state.levels = LEVELS.filter((level) => p.getAll('level').includes(level));
   state.stepMin = integer(p.get('step_min'));
   state.stepMax = integer(p.get('step_max'));
@@ -47,16 +97,48 @@ export function fromHash(hash) {
   const limit = Number(p.get('limit'));
   state.limit = PAGE_SIZES.includes(limit) ? limit : 100;
   state.offset = Math.max(0, Math.floor(Number(p.get('offset')) || 0));
+  state.utc = p.get('utc') === '1';
+  state.follow = p.get('follow') === '1';
   return state;
 }
 
+/** The view's parameters: the route parameters plus the view-only ones (utc, follow). */
+function viewParams(state) {
+  const p = toParams(state, {runs: state.runs && (state.runs.length ? state.runs : [''])});
+  if (state.runRegex) p.set('run_regex', state.runRegex);
+  if (state.utc) p.set('utc', '1');
+  if (state.follow) p.set('follow', '1');
+  return p;
+}
+
 export function toHash(state) {
-  return '#' + toParams(state).toString();
+  return '#' + viewParams(state).toString();
+}
+
+// TensorBoard's own deep links: `#<plugin>&<key>=<value>&…`, where a plugin's keys carry the
+// prefix `p.<plugin>.` (what TensorBoard's plugin API hands an iframe plugin as its URL data).
+const TB_PREFIX = 'p.tbkit.';
+
+/** The view's state in a TensorBoard location hash (`#tbkit&p.tbkit.where=…`), or null when
+ * the hash holds none of its keys. */
+export function fromTensorBoardHash(hash) {
+  const ours = new URLSearchParams();
+  for (const [key, value] of new URLSearchParams(hash.replace(/^#/, ''))) {
+    if (key.startsWith(TB_PREFIX)) ours.append(key.slice(TB_PREFIX.length), value);
+  }
+  return [...ours.keys()].length ? fromHash('#' + ours.toString()) : null;
+}
+
+/** The TensorBoard hash that opens the tbkit tab on this view. */
+export function toTensorBoardHash(state) {
+  const p = new URLSearchParams();
+  for (const [key, value] of viewParams(state)) p.append(TB_PREFIX + key, value);
+  return '#tbkit&' + p.toString();
 }
 
 /** A link to an export of the whole current selection (limit and offset do not apply). */
-export function exportUrl(state, format) {
-  const p = toParams(state, {page: false});
+export function exportUrl(state, runs, format) {
+  const p = toParams(state, {page: false, runs});
   p.set('format', format);
   return './export?' + p.toString();
 }
@@ -73,28 +155,44 @@ async function getJson(url) {
   return {ok: response.ok, status: response.status, body};
 }
 
-/** Resolves to {runs, complete}: run → tag → count, and whether the server read everything. */
+/** Resolves to {runs, superseded, complete}: run → tag → count, run → superseded records,
+ * and whether the server read everything. */
 export async function fetchRuns() {
   const {ok, body} = await getJson('./runs');
   if (!ok) throw new Error(body.error);
-  return {runs: body.runs, complete: body.complete};
+  return {runs: body.runs, superseded: body.superseded, complete: body.complete};
+}
+
+/** Resolves to {revision, complete}: what the live poll compares (a cheap route). */
+export async function fetchRevision() {
+  const {ok, body} = await getJson('./revision');
+  if (!ok) throw new Error(body.error);
+  return body;
+}
+
+/** Resolves to the record of a row id as written (nested objects nested). */
+export async function fetchRecord(id) {
+  const {ok, body} = await getJson('./record?id=' + encodeURIComponent(id));
+  if (!ok) throw new Error(body.error);
+  return body.record;
 }
 
 /**
  * Loads the schema and a page of records for a state. Only the newest call's answer counts:
- * load() resolves to null when a later call was made before this one's responses arrived.
+ * load(state, runs) resolves to null when a later call (or cancel()) was made before this
+ * one's responses arrived. `runs`: the run names to ask for, null for every run.
  */
 export function createLoader() {
   let latest = 0;
-  return async function load(state) {
+  async function load(state, runs) {
     const ticket = ++latest;
     const runOnly = new URLSearchParams();
-    if (state.run) runOnly.append('run', state.run);
+    for (const run of runs || []) runOnly.append('run', run);
     let schema, records;
     try {
       [schema, records] = await Promise.all([
         getJson('./schema?' + runOnly.toString()),
-        getJson('./records?' + toParams(state).toString()),
+        getJson('./records?' + toParams(state, {runs}).toString()),
       ]);
     } catch (error) {  // the server is gone, or answered something that is not HTTP
       if (ticket !== latest) return null;
@@ -106,5 +204,7 @@ export function createLoader() {
       records: records.ok ? records.body : null,
       error: records.ok ? null : records.body,
     };
-  };
+  }
+  load.cancel = () => { latest++; };  // drops the answers of calls made so far
+  return load;
 }

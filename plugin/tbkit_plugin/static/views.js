@@ -2,7 +2,7 @@
 // the page only as text nodes or textContent, never as HTML: a field holding
 // "<img src=x onerror=…>" shows those characters. No innerHTML anywhere in this file.
 
-import {LEVELS, PAGE_SIZES} from './model.js';
+import {LEVELS, PAGE_SIZES, runColour} from './model.js';
 
 /** createElement with properties and children; a string child becomes a text node. */
 export function el(tag, props = {}, ...children) {
@@ -24,7 +24,11 @@ export function el(tag, props = {}, ...children) {
 /** Builds the static page; returns the nodes the other views fill in and index.js wires. */
 export function buildLayout(root) {
   const ui = {
-    run: el('select', {'aria-label': 'run'}),
+    runFilter: el('input', {type: 'text', className: 'run-filter', spellcheck: 'false',
+                            placeholder: 'filter runs (regex)', 'aria-label': 'runs regex'}),
+    runFilterError: el('div', {className: 'run-filter-error', role: 'alert', hidden: ''}),
+    allRuns: el('input', {type: 'checkbox', 'aria-label': 'all runs'}),
+    runList: el('ul', {className: 'run-list', 'aria-label': 'runs'}),
     chips: LEVELS.map((level) =>
       el('button', {type: 'button', className: `chip level-${level}`, 'data-level': level,
                     'aria-pressed': 'false'}, level)),
@@ -43,7 +47,16 @@ export function buildLayout(root) {
               ...PAGE_SIZES.map((n) => el('option', {value: String(n)}, `${n} / page`))),
     jsonl: el('a', {className: 'button', download: 'records.jsonl'}, 'JSONL'),
     csv: el('a', {className: 'button', download: 'records.csv'}, 'CSV'),
-    copy: el('button', {type: 'button'}, 'copy link'),
+    copy: el('button', {type: 'button', title: 'a link that opens TensorBoard on this view'},
+             'copy link'),
+    utc: el('button', {type: 'button', className: 'toggle', 'aria-pressed': 'false',
+                       title: 'show times in UTC instead of the local time zone'}, 'UTC'),
+    follow: el('button', {type: 'button', className: 'toggle', 'aria-pressed': 'false',
+                          title: 'keep the newest rows in view as they arrive (like tail -f)'},
+               'follow'),
+    fresh: el('button', {type: 'button', className: 'fresh', hidden: '',
+                         title: 'records that arrived since this view was set up; ' +
+                                'click to follow the newest'}),
     link: el('input', {type: 'text', className: 'link', readonly: '', hidden: '',
                        'aria-label': 'link to this view'}),
     status: el('div', {className: 'status', role: 'status'}),
@@ -53,21 +66,25 @@ export function buildLayout(root) {
   ui.tableBox = el('div', {className: 'table-box'}, ui.table);
   root.append(
     el('div', {className: 'toolbar'},
-       ui.run, el('span', {className: 'chips'}, ...ui.chips), ui.stepMin, ui.stepMax,
+       el('span', {className: 'chips'}, ...ui.chips), ui.stepMin, ui.stepMax,
        ui.search),
     el('div', {className: 'filter'}, ui.where, ui.whereError, ui.fields),
     el('div', {className: 'toolbar'},
-       ui.prev, ui.count, ui.next, ui.limit, el('span', {className: 'spacer'}),
+       ui.prev, ui.count, ui.next, ui.limit, ui.fresh, ui.follow, ui.utc,
+       el('span', {className: 'spacer'}),
        el('span', {}, 'download '), ui.jsonl, ui.csv, ui.copy, ui.link),
     ui.status,
-    el('div', {className: 'main'}, ui.tableBox, ui.detail),
+    el('div', {className: 'main'},
+       el('nav', {className: 'runs'}, ui.runFilter, ui.runFilterError,
+          el('label', {className: 'all-runs'}, ui.allRuns, 'all runs'), ui.runList),
+       ui.tableBox, ui.detail),
   );
   return ui;
 }
 
 /** Copies the state into the controls (after a hash was read, or a run dropped). */
 export function showControls(ui, state) {
-  ui.run.value = state.run;
+  ui.runFilter.value = state.runRegex;
   for (const chip of ui.chips) {
     chip.setAttribute('aria-pressed', String(state.levels.includes(chip.dataset.level)));
   }
@@ -76,20 +93,48 @@ export function showControls(ui, state) {
   ui.search.value = state.search;
   ui.where.value = state.where;
   ui.limit.value = String(state.limit);
+  ui.utc.setAttribute('aria-pressed', String(state.utc));
+  ui.follow.setAttribute('aria-pressed', String(state.follow));
 }
 
-/** The run selector: each run with its record count, and how many records newer writes
- * superseded (a run restarted in its folder) when some were. */
-export function showRuns(ui, runs, superseded) {
+/** "+N new" beside the pager: records that arrived since the view was set up (0 hides it). */
+export function showFresh(ui, count) {
+  ui.fresh.textContent = `+${count} new`;
+  ui.fresh.hidden = !(count > 0);
+}
+
+/** A run's colour swatch (the palette is ours, never text from the server). */
+function swatch(name) {
+  return el('span', {className: 'swatch', style: `background-color: ${runColour(name)}`,
+                     'aria-hidden': 'true'});
+}
+
+/**
+ * The run list: a checkbox, colour and record count per run that the run filter matches
+ * (and how many records newer writes superseded, a run restarted in its folder, when some
+ * were); `shown` is the set of runs the view shows. `pattern` is the filter's RegExp, null,
+ * or an Error (its message goes under the box and every run is listed).
+ */
+export function showRuns(ui, runs, superseded, {shown, pattern, allChecked}) {
   const total = (tags) => Object.values(tags).reduce((a, b) => a + b, 0);
-  const label = (name, tags) => superseded[name] ?
-    `${name} (${total(tags)}; ${superseded[name]} superseded)` : `${name} (${total(tags)})`;
-  ui.run.replaceChildren(
-    el('option', {value: ''}, 'all runs'),
-    ...Object.entries(runs).map(([name, tags]) =>
-      el('option', {value: name, title: superseded[name] ?
+  const bad = pattern instanceof Error;
+  ui.runFilterError.textContent = bad ? `not a regular expression: ${pattern.message}` : '';
+  ui.runFilterError.hidden = !bad;
+  ui.runFilter.classList.toggle('invalid', bad);
+  const listed = Object.keys(runs).filter((name) => bad || !pattern || pattern.test(name));
+  ui.allRuns.checked = allChecked;
+  ui.runList.replaceChildren(...listed.map((name) => {
+    const count = superseded[name] ? `${total(runs[name])}; ${superseded[name]} superseded` :
+        String(total(runs[name]));
+    const box = el('input', {type: 'checkbox', 'data-run': name});
+    box.checked = shown.has(name);
+    return el('li', {title: superseded[name] ?
         `${superseded[name]} records of ${name} were superseded by newer writes at the same ` +
-        'or lower steps (the run was restarted in its folder)' : name}, label(name, tags))));
+        'or lower steps (the run was restarted in its folder)' : name},
+      el('label', {}, box, swatch(name), el('span', {className: 'run-name'}, name),
+         el('span', {className: 'run-count'}, count)));
+  }));
+  if (!listed.length) ui.runList.append(el('li', {className: 'none'}, 'no run matches'));
 }
 
 export function showDownloads(ui, jsonlUrl, csvUrl) {
@@ -117,45 +162,85 @@ function overCapText(value) {
   return `over ${cap}: ${size}, ${kept}`;
 }
 
-function wallTimeText(value) {
+const pad = (n, width = 2) => String(n).padStart(width, '0');
+
+/** A date's offset from UTC as "+01:00". */
+function offsetText(date) {
+  const minutes = -date.getTimezoneOffset();
+  const a = Math.abs(minutes);
+  return `${minutes < 0 ? '-' : '+'}${pad(Math.floor(a / 60))}:${pad(a % 60)}`;
+}
+
+/** A date as ISO 8601 in the local time zone with its offset, or in UTC ("…Z"). */
+function isoText(date, utc) {
+  if (utc) return date.toISOString();
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T` +
+      `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.` +
+      `${pad(date.getMilliseconds(), 3)}${offsetText(date)}`;
+}
+
+/** The time zone the wall_time column shows, for its header: "UTC" or "UTC+01:00". */
+export function zoneLabel(utc) {
+  return utc ? 'UTC' : `UTC${offsetText(new Date())}`;
+}
+
+function zoneName(utc) {
+  return utc ? 'UTC' : (Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time');
+}
+
+/** A wall time (seconds) as a cell: "2026-12-06 06:35:08.123" in the chosen zone, and the
+ * full ISO date with its offset and the epoch value as the cell's title. */
+function wallTimeCell(value, utc) {
   const date = new Date(Number(value) * 1000);
-  return isNaN(date) ? cellText(value) : date.toISOString().replace('T', ' ').slice(0, 23);
+  if (value === null || value === undefined || isNaN(date)) return {text: cellText(value), title: cellText(value)};
+  const iso = isoText(date, utc);
+  return {text: iso.replace('T', ' ').slice(0, 23), title: `${iso} (${cellText(value)})`};
 }
 
 /**
  * The table: a header per schema column (click to sort) and a row per record (click for the
  * detail). onSort(name) and onRow(row) are the callbacks.
  */
-export function showTable(ui, columns, rows, state, {onSort, onRow}) {
+export function showTable(ui, columns, rows, state, {onSort, onRow, ids = [], selected = null}) {
   const head = el('tr', {}, ...columns.map(({name, type}) => {
     const sorted = state.sort === name;
     const arrow = sorted ? (state.order === 'desc' ? ' ▼' : ' ▲') : '';
-    const th = el('th', {title: `${name} (${type}); click to sort`, 'data-column': name,
+    const time = name === 'wall_time';
+    const title = time ? `${name}: date and time in ${zoneName(state.utc)}; click to sort` :
+        `${name} (${type}); click to sort`;
+    const th = el('th', {title, 'data-column': name,
                          'aria-sort': sorted ? (state.order === 'desc' ? 'descending' : 'ascending') : 'none'},
-                  name + arrow);
+                  name, ...(time ? [el('span', {className: 'zone'}, ` (${zoneLabel(state.utc)})`)] : []),
+                  arrow);
+    if (type === 'number') th.classList.add('number');
     th.addEventListener('click', () => onSort(name));
     return th;
   }));
-  const body = el('tbody', {}, ...rows.map((row) => {
+  const body = el('tbody', {}, ...rows.map((row, i) => {
     let overCap = false;
     const tr = el('tr', {}, ...columns.map(({name}) => {
       const value = row[name];
-      const text = name === 'wall_time' ? wallTimeText(value) : cellText(value);
       if (isOverCap(value)) {
         overCap = true;
         return el('td', {className: 'over-cap', title: cellText(value)}, `⚠ ${overCapText(value)}`);
       }
-      const td = el('td', {title: cellText(value)}, text);
+      const {text, title} = name === 'wall_time' ? wallTimeCell(value, state.utc) :
+          {text: cellText(value), title: cellText(value)};
+      const td = el('td', {title}, ...(name === 'run' && typeof value === 'string' ?
+                                       [swatch(value)] : []), text);
       if (name === 'level' && LEVELS.includes(value)) td.className = `level-${value}`;
       if (value === null) td.className = 'null';
       if (typeof value === 'number') td.className = 'number';
       return td;
     }));
     if (overCap) tr.classList.add('has-over-cap');
+    const id = ids[i];
+    if (id !== undefined) tr.dataset.id = String(id);
+    if (id !== undefined && id === selected) tr.classList.add('selected');
     tr.addEventListener('click', () => {
       for (const other of body.children) other.classList.remove('selected');
       tr.classList.add('selected');
-      onRow(row);
+      onRow(row, id);
     });
     return tr;
   }));
@@ -205,21 +290,62 @@ export function showStatus(ui, text) {
   ui.status.hidden = !text;
 }
 
-/** The full row, pretty-printed JSON, beside the table; null closes it. */
-export function showDetail(ui, row) {
-  if (!row) {
+/** A value of the record as nodes: objects and arrays nested, strings with their line
+ * breaks (pre-wrap), the rest as JSON text; the top-level wall_time as an ISO date with its
+ * epoch value beside it. */
+function valueNode(value, {utc, key, depth}) {
+  if (isOverCap(value)) {
+    return el('span', {className: 'value over-cap', title: JSON.stringify(value)},
+              `⚠ ${overCapText(value)}`);
+  }
+  if (depth === 0 && key === 'wall_time' && typeof value === 'number') {
+    return el('span', {className: 'value time'}, isoText(new Date(value * 1000), utc),
+              el('span', {className: 'epoch'}, ` ${value}`));
+  }
+  if (typeof value === 'string') return el('span', {className: 'value string'}, value);
+  const nested = value !== null && typeof value === 'object' &&
+      (Array.isArray(value) ? value.some((v) => v !== null && typeof v === 'object') :
+                              Object.keys(value).length > 0);
+  if (!nested) {
+    return el('span', {className: `value ${typeof value === 'number' ? 'number' : 'json'}`},
+              JSON.stringify(value));
+  }
+  return fieldList(Array.isArray(value) ? value.map((v, i) => [String(i), v]) :
+                   Object.entries(value), {utc, depth: depth + 1});
+}
+
+function fieldList(entries, {utc, depth}) {
+  return el('dl', {className: depth ? 'fields-tree nested' : 'fields-tree'},
+            ...entries.flatMap(([key, value]) => [
+              el('dt', {}, key),
+              el('dd', {}, valueNode(value, {utc, key, depth}))]));
+}
+
+/**
+ * The detail beside the table. `detail` is null (closed), or {row, record, utc, error}: the
+ * flat row gives the title at once; `record` (the record as written, from /record) fills the
+ * body when it has arrived. Also a `details` with the record as pretty-printed JSON.
+ */
+export function showDetail(ui, detail, {onClose} = {}) {
+  if (!detail) {
     ui.detail.hidden = true;
     ui.detail.replaceChildren();
     return;
   }
+  const {row, record, utc, error} = detail;
   const close = el('button', {type: 'button', className: 'close', title: 'close'}, '×');
   close.addEventListener('click', () => {
     for (const tr of ui.table.querySelectorAll('tr.selected')) tr.classList.remove('selected');
     showDetail(ui, null);
+    if (onClose) onClose();
   });
   const title = `${cellText(row.run)} · ${cellText(row.tag)} · step ${cellText(row.step)}`;
+  const body = error ? [el('div', {className: 'error'}, error)] : record ? [
+    fieldList(Object.entries(record), {utc, depth: 0}),
+    el('details', {className: 'as-json'}, el('summary', {}, 'as JSON'),
+       el('pre', {className: 'json'}, JSON.stringify(record, null, 2))),
+  ] : [el('div', {className: 'status'}, 'loading…')];
   ui.detail.replaceChildren(
-    el('div', {className: 'detail-head'}, el('strong', {}, title), close),
-    el('pre', {className: 'json'}, JSON.stringify(row, null, 2)));
+    el('div', {className: 'detail-head'}, el('strong', {}, title), close), ...body);
   ui.detail.hidden = false;
 }
