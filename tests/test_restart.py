@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -68,7 +69,7 @@ def test_rerun_from_step_0_warns_with_the_count_tensorboard_hides(tmp_path):
     (warning,) = caught
     assert str(warning.message).startswith(
         f"tbkit: {str(tmp_path / 'run')!r} already holds 45 records at steps 0-440 from an "
-        "earlier run, and this run starts at step 0:"
+        "earlier run (by tag: 'train' 45), and this run starts at step 0:"
     )
     assert warning.filename == __file__  # points at the user's call
     assert scalar_steps(tmp_path, "run", "x") == list(range(0, 150, 10))  # TensorBoard's rule
@@ -138,3 +139,50 @@ def test_fitting_a_new_model_into_the_same_logdir_warns(tmp_path):
     assert str(warning.message).startswith(
         f"tbkit: {str(tmp_path / 'train')!r} already holds 8 records at steps 0-7"
     )
+
+
+def test_only_the_tags_a_rerun_writes_again_are_superseded(tmp_path):
+    def run(tags, steps):
+        log = tbkit.SummaryLogger(str(tmp_path / "run"), every={"info": 1})
+
+        @log.train_step
+        def step():
+            for tag in tags:
+                tbkit.record(tag, {"x": 1.0})
+
+        for _ in range(steps):
+            step()
+        log.close()
+
+    run(["train", "eval"], 10)
+    next_second()
+    with pytest.warns(tbkit.SupersedeWarning, match="20 records at steps 0-9 from an earlier run "
+                      r"\(by tag: 'train' 10, 'eval' 10\)"):  # fmt: skip
+        run(["train"], 5)
+    assert sorted(r.tag for r in tbkit.read_records(tmp_path)).count("eval") == 10
+    report = json.loads(run_tbkit("stats", tmp_path, "--json").stdout)
+    assert [r["superseded"] for r in report["runs"]] == [10]
+
+
+def test_the_logging_bridge_adding_to_a_flushed_step_supersedes_nothing(tmp_path):
+    log = tbkit.SummaryLogger(str(tmp_path / "train"))
+    logger = logging.getLogger(f"tbkit.tests.{tmp_path.name}")
+    logger.propagate, logger.level = False, logging.INFO
+    handler = tbkit.SummaryHandler(log)
+    logger.addHandler(handler)
+    try:
+        for _ in range(3):
+            logger.info("first line of the step")
+            log.flush()  # the step's lines so far reach the file
+            logger.info("second line of the step")  # the step is written again, with both
+            log.step.assign_add(1)
+    finally:
+        logger.removeHandler(handler)
+        log.close()
+    assert len(list(tbkit.read_records(tmp_path))) == 6
+    report = json.loads(run_tbkit("stats", tmp_path, "--json").stdout)
+    assert [r["superseded"] for r in report["runs"]] == [0]
+    plugin = TbkitPlugin(base_plugin.TBContext(logdir=str(tmp_path)), min_interval=0,
+                         background=False)  # fmt: skip
+    plugin.store.load()
+    assert plugin.runs_impl()["superseded"] == {}

@@ -4,6 +4,7 @@ item 3)."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -11,13 +12,15 @@ import socket
 import subprocess
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 from tbserver import stop
 from tensorboard.plugins import base_plugin
-from test_cli import TBKIT, run_tbkit, write_raw
+from test_cli import TBKIT, on_a_terminal, run_tbkit, write_raw
 
 import tbkit
+from tbkit.cli.terminal import printable
 from tbkit.data.errors import DataLossWarning
 from tbkit_plugin.plugin import TbkitPlugin
 
@@ -106,3 +109,32 @@ def test_the_plugin_skips_them(logdir):
     assert plugin.runs_impl()["runs"] == {"run": {"t": 2}}
     messages = sorted(str(w.message) for w in load.caught if w.category is DataLossWarning)
     assert messages == [line.replace("tbkit: warning: ", "tbkit: ") for line in said(logdir)]
+
+
+def test_a_run_folder_whose_name_is_not_utf8_reads_everywhere(tmp_path):
+    """os.fsdecode keeps bytes that are not UTF-8 as lone surrogates, which no UTF-8 output
+    holds: the run is named with them escaped (``\\x9b``), in files, on terminals and in the
+    plugin alike."""
+    raw = os.path.join(os.fsencode(tmp_path), b"bad\x9b2J\xff")
+    write_raw(Path(os.fsdecode(raw)) / "events.out.tfevents.1", [(0, "t", {"n": 0})])
+    name = "bad\\x9b2J\\xff"
+    assert [r.run for r in tbkit.read_records(tmp_path)] == [name]
+    out = tmp_path.parent / f"{tmp_path.name}.jsonl"
+    assert run_tbkit("export", tmp_path, "-o", out).returncode == 0
+    assert json.loads(out.read_text(encoding="utf-8"))["run"] == name
+    stats = run_tbkit("stats", Path(os.fsdecode(raw)), "--json")
+    assert json.loads(stats.stdout)["logdir"].endswith(name)
+    for args in (["export", tmp_path], ["tail", tmp_path], ["stats", tmp_path]):
+        code, shown = on_a_terminal(*args)
+        assert code == 0 and b"\x9b" not in shown and b"\xff" not in shown
+        assert name.encode() in shown.replace(b"\\\\", b"\\")
+    plugin = TbkitPlugin(base_plugin.TBContext(logdir=str(tmp_path)), min_interval=0,
+                         background=False)  # fmt: skip
+    plugin.store.load()
+    assert plugin.runs_impl()["runs"] == {name: {"t": 1}}
+
+
+def test_terminal_text_escapes_what_repr_escapes():
+    text = "run\u202egnp.exe\u2028x\x1b[2J \x9b é 😀 \udc9b"
+    assert printable(text) == "run\\u202egnp.exe\\u2028x\\x1b[2J \\x9b é 😀 \\x9b"
+    assert printable("plain é 😀") == "plain é 😀"

@@ -56,6 +56,7 @@ class Series:
     kinds: dict[str, np.ndarray] = field(default_factory=dict)  # field → count per kind
     queued: list[events.Datum] = field(default_factory=list)  # live data waiting for a commit
     committed_top: int | None = None  # bound on the steps of its committed alive rows
+    newest: events.Datum | None = None  # its committed datum at committed_top, if it is alive
 
 
 @dataclass
@@ -207,23 +208,30 @@ class Store:
         series = self.series[sid]
         if datum.restart:
             queued = series.queued  # this series' live queued data, oldest first
+            run = self._runs[datum.series.run]
             while queued and queued[-1].step >= datum.step:
-                self._runs[datum.series.run].superseded += len(queued.pop().values)
+                older = queued.pop()
+                if not events.rewrites(older, datum):  # the bridge's rewrite loses nothing
+                    run.superseded += len(older.values)
             if series.committed_top is not None and series.committed_top >= datum.step:
-                self._kill(sid, datum.step)
-                series.committed_top = datum.step - 1
+                newest = series.newest
+                rewritten = newest is not None and events.rewrites(newest, datum)
+                self._kill(sid, datum.step, rewritten=len(newest.values) if rewritten else 0)
+                series.committed_top, series.newest = datum.step - 1, None
         series.queued.append(datum)
         self._pending.append((sid, datum))
         self._pending_records += len(datum.values)
 
-    def _kill(self, sid: int, step: int) -> None:
-        """Mark the committed rows of a series at ``step`` or later dead (a resumed run)."""
+    def _kill(self, sid: int, step: int, rewritten: int = 0) -> None:
+        """Mark the committed rows of a series at ``step`` or later dead (a resumed run); all
+        but ``rewritten`` of them (written again by the datum that kills them) were
+        superseded."""
         with self.lock:
             dead = (self._sid.view() == sid) & (self._step.view() >= step) & self._alive.view()
             self._alive.view()[dead] = False
             series = self.series[sid]
             series.count -= int(dead.sum())
-            self._runs[self.run_names[series.run]].superseded += int(dead.sum())
+            self._runs[self.run_names[series.run]].superseded += int(dead.sum()) - rewritten
             dead_rows = np.flatnonzero(dead)
             for name in list(series.kinds):  # the schema forgets what only dead rows held
                 kinds = self.columns[name].kind.view()
@@ -293,8 +301,8 @@ class Store:
                 self.series[sid].count += int(k)
             for sid, datum in pending:
                 series = self.series[sid]
-                if series.committed_top is None or datum.step > series.committed_top:
-                    series.committed_top = datum.step
+                if series.committed_top is None or datum.step >= series.committed_top:
+                    series.committed_top, series.newest = datum.step, datum
             self.generation += 1
 
     # Queries (call under self.lock).

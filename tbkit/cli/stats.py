@@ -157,7 +157,7 @@ def collect(logdir: str | os.PathLike[str]) -> dict[str, Any]:
             tags.append({"run": run.name, "tag": tag, "plugin": plugin, "bytes": tally.bytes,
                          "events": tally.events, "steps": _distinct([tally])})  # fmt: skip
     return {
-        "logdir": os.fspath(logdir),
+        "logdir": _logdir.as_text(os.fspath(logdir)),
         "bytes": sum(run.bytes for run in runs),
         "events": sum(run.events for run in runs),
         "files": sum(run.files for run in runs),

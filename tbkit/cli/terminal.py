@@ -1,26 +1,47 @@
-"""Text for a terminal: control characters shown as escapes (``\\x1b``, as ``repr`` shows them),
-so a run or tag name (a folder name, a string from users' code) cannot clear the screen, move
-the cursor or retitle the window when ``tail``, ``stats``, ``export`` or an error message
-prints it."""
+"""Text for a terminal: characters that are not printable shown as escapes, as ``repr`` shows
+them (``\\x1b``, ``\\u202e``), so a run or tag name (a folder name, a string from users' code)
+cannot clear the screen, move the cursor, retitle the window or reorder the text around it
+when ``tail``, ``stats``, ``export`` or an error message prints it."""
 
 from __future__ import annotations
 
-import re
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
-_DEL_C1 = re.compile("[\x7f-\x9f]")
+def _escape(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def printable(text: str) -> str:
-    """``text`` with every control character written as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` with every character ``str.isprintable`` refuses, but the space, escaped:
+    controls, format characters such as the bidi override U+202E, line and paragraph
+    separators, surrogates and unassigned code points."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in text)
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # beyond the BMP: JSON's escape is a surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def printable_json(text: str) -> str:
-    """Strict JSON text with DEL and C1 controls written as JSON escapes (``\\u009b``).
+    """Strict JSON text with the characters ``printable`` escapes, other than C0 controls,
+    written as JSON escapes (``\\u009b``, ``\\u202e``).
 
     Strict JSON escapes the C0 controls in strings (``\\u001b``), and outside strings holds
-    only whitespace (newline, tab), but keeps DEL and C1 controls as they are; those can only
-    sit inside strings, so the escaped text is still JSON and means the same value.
+    only whitespace (newline, tab), but keeps the others as they are; those can only sit
+    inside strings, so the escaped text is still JSON and means the same value.
     """
-    return _DEL_C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return "".join(
+        _json_escape(c) if ord(c) >= 0x7F and not c.isprintable() else c for c in text
+    )

@@ -470,12 +470,31 @@ def kept(
     return (datum for datum, survives in _judged(run, tags, progress) if survives)
 
 
+def rewrites(older: Datum, newer: Datum) -> bool:
+    """Whether ``newer`` writes ``older``'s step again with ``older``'s records first and more
+    after them: the logging bridge's way to add lines to a step it already flushed, which loses
+    nothing (a rerun writing the same records again is not one)."""
+    n = len(older.values)
+    return older.step == newer.step and len(newer.values) > n and newer.values[:n] == older.values
+
+
 def superseded(run: RunScan) -> int:
     """How many records of the run newer writes pre-empted (TensorBoard's "newest write wins"
-    for a run restarted at a lower step): 0 without reading again if no tag restarted."""
+    for a run restarted at a lower step), but for those a rewrite of their step kept
+    (:func:`rewrites`): 0 without reading again if no tag restarted."""
     if not run.restarts:
         return 0
-    return sum(len(datum.values) for datum, survives in _judged(run) if not survives)
+    lost: list[Datum] = []
+    kept: dict[tuple[str, int], Datum] = {}
+    for datum, survives in _judged(run):
+        if survives:
+            kept[(datum.series.tag, datum.step)] = datum
+        else:
+            lost.append(datum)
+    return sum(
+        len(datum.values) for datum in lost
+        if not ((newer := kept.get((datum.series.tag, datum.step))) and rewrites(datum, newer))
+    )  # fmt: skip
 
 
 def run_records(

@@ -79,6 +79,14 @@ def _filesystem(url: str) -> tuple[Any, str]:
         raise StorageError(f"cannot read {url}: {e}") from e
 
 
+def as_text(name: str) -> str:
+    """A folder name as text: bytes that are not UTF-8 (which ``os.fsdecode`` keeps as lone
+    surrogates, which no UTF-8 output can hold) written as ``\\xNN``, as Python shows them."""
+    if name.isascii():
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
           stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}  # fmt: skip
 
@@ -158,7 +166,7 @@ class Logdir:
             dirnames.sort()
             names = sorted(name for name in filenames if "tfevents" in name)
             if names:
-                run = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+                run = as_text(os.path.relpath(dirpath, self.root).replace(os.sep, "/"))
                 found.append((run, [os.path.join(dirpath, name) for name in names]))
         return sorted(found)
 

@@ -33,26 +33,33 @@ def earlier_files(run_dir: str) -> list[str]:
 
 
 def warn_if_superseding(run_dir: str, paths: list[str], step: int) -> int:
-    """Warn once if ``paths`` hold tbkit records at ``step`` or later; return how many."""
+    """Warn once if ``paths`` hold tbkit records at ``step`` or later; return how many. The
+    count is per tag: the tags the new run writes are not known before it traces, and only
+    those of them it writes again are hidden."""
     source = _logdir.LOCAL if "://" not in run_dir else _logdir.Logdir(run_dir)
-    count, top = 0, step
+    per_tag: dict[str, int] = {}
+    top = step
     try:
         with warnings.catch_warnings():  # damage is the readers' to report, not the writer's
             warnings.simplefilter("ignore", DataLossWarning)
             for datum in events.kept(events.scan(".", paths, source=source)):
                 if datum.step >= step:
-                    count += len(datum.values)
+                    tag = datum.series.tag
+                    per_tag[tag] = per_tag.get(tag, 0) + len(datum.values)
                     top = max(top, datum.step)
     except OSError:  # unreadable now: say nothing rather than fail the step
         return 0
+    count = sum(per_tag.values())
     if count:
+        tags = ", ".join(f"{tag!r} {n}" for tag, n in per_tag.items())
         warnings.warn(
             f"tbkit: {run_dir!r} already holds {count} records at steps {step}-{top} from an "
-            f"earlier run, and this run starts at step {step}: TensorBoard, read_records and "
-            "the tbkit tab keep the newest write at a step, so they will show this run's "
-            "records instead (tbkit stats counts them as superseded). To keep them, log to a "
-            "new run folder, or restore the step from a checkpoint before the first step "
-            "(tf.train.Checkpoint(logger=log), or step=optimizer.iterations restored).",
+            f"earlier run (by tag: {tags}), and this run starts at step {step}: for each tag it "
+            "writes again, TensorBoard, read_records and the tbkit tab keep the newest write "
+            "at a step, so they will show this run's records instead of those (tbkit stats "
+            "counts them as superseded). To keep them, log to a new run folder, or restore "
+            "the step from a checkpoint before the first step (tf.train.Checkpoint(logger=log), "
+            "or step=optimizer.iterations restored).",
             SupersedeWarning,
             stacklevel=4,
         )
