@@ -27,6 +27,7 @@ STATIC_FILES = {
     "/views.js": ("views.js", "text/javascript"),
     "/host.js": ("host.js", "text/javascript"),
     "/style.css": ("style.css", "text/css"),
+    "/charts.js": ("charts.js", "text/javascript"),
     "/vendor/uPlot.esm.js": ("vendor/uPlot.esm.js", "text/javascript"),
     "/vendor/uPlot.min.css": ("vendor/uPlot.min.css", "text/css"),
     "/vendor/LICENSE": ("vendor/LICENSE", "text/plain; charset=utf-8"),

@@ -4,12 +4,29 @@
 
 export const LEVELS = ['debug', 'info', 'warning', 'error'];
 export const PAGE_SIZES = [25, 50, 100, 250, 500, 1000];
+export const VIEWS = ['table', 'charts', 'groups'];
+export const BUILTIN_COLUMNS = ['run', 'tag', 'step', 'wall_time', 'level'];
 
 /** The view's state; every field has a query-parameter twin (see toParams, toHash). `runs`:
- * the checked runs, or null for every run (new runs included). */
+ * the checked runs, or null for every run (new runs included). `view`: table, charts or
+ * groups; `fields`: the charted fields; `x`: step or wall_time; `smoothing`: TensorBoard's
+ * smoothing weight (0 to 0.99); `by`: what the grouped view groups by. */
 export function defaultState() {
   return {runs: null, runRegex: '', levels: [], stepMin: '', stepMax: '', search: '', where: '',
-          sort: '', order: 'asc', limit: 100, offset: 0, utc: false, follow: false};
+          sort: '', order: 'asc', limit: 100, offset: 0, utc: false, follow: false,
+          view: 'table', fields: [], x: 'step', log: false, smoothing: 0, by: 'run'};
+}
+
+/** The numeric fields of a schema (what a chart can plot; built-ins left out). */
+export function numericFields(columns) {
+  return columns.filter((c) => c.type === 'number' && !BUILTIN_COLUMNS.includes(c.name))
+      .map((c) => c.name);
+}
+
+/** The string fields of a schema (what the grouped view can group by, besides run and tag). */
+export function stringFields(columns) {
+  return columns.filter((c) => c.type === 'string' && !BUILTIN_COLUMNS.includes(c.name))
+      .map((c) => c.name);
 }
 
 /** The run-name filter as a case-insensitive RegExp (as TensorBoard's run selector): null
@@ -99,6 +116,13 @@ export function fromHash(hash) {
   state.offset = Math.max(0, Math.floor(Number(p.get('offset')) || 0));
   state.utc = p.get('utc') === '1';
   state.follow = p.get('follow') === '1';
+  state.view = VIEWS.includes(p.get('view')) ? p.get('view') : 'table';
+  state.fields = [...new Set(p.getAll('chart').filter(Boolean))];
+  state.x = p.get('x') === 'wall_time' ? 'wall_time' : 'step';
+  state.log = p.get('log') === '1';
+  const smoothing = Number(p.get('smoothing'));
+  state.smoothing = smoothing > 0 && smoothing < 1 ? smoothing : 0;
+  state.by = p.get('by') || 'run';
   return state;
 }
 
@@ -108,6 +132,12 @@ function viewParams(state) {
   if (state.runRegex) p.set('run_regex', state.runRegex);
   if (state.utc) p.set('utc', '1');
   if (state.follow) p.set('follow', '1');
+  if (state.view !== 'table') p.set('view', state.view);
+  for (const field of state.fields) p.append('chart', field);
+  if (state.x !== 'step') p.set('x', state.x);
+  if (state.log) p.set('log', '1');
+  if (state.smoothing) p.set('smoothing', String(state.smoothing));
+  if (state.by !== 'run') p.set('by', state.by);
   return p;
 }
 
@@ -175,6 +205,30 @@ export async function fetchRecord(id) {
   const {ok, body} = await getJson('./record?id=' + encodeURIComponent(id));
   if (!ok) throw new Error(body.error);
   return body.record;
+}
+
+/** Resolves to the /chart answer of a field for a state (the common filters apply), or throws
+ * an Error with the server's message. */
+export async function fetchChart(state, runs, field) {
+  const p = toParams(state, {page: false, runs});
+  p.delete('sort');
+  p.delete('order');
+  p.set('field', field);
+  p.set('x', state.x);
+  const {ok, body} = await getJson('./chart?' + p.toString());
+  if (!ok) throw new Error(body.error);
+  return body;
+}
+
+/** Resolves to the /groups answer for a state (grouped by state.by), or throws. */
+export async function fetchGroups(state, runs) {
+  const p = toParams(state, {page: false, runs});
+  p.delete('sort');
+  p.delete('order');
+  p.set('by', state.by);
+  const {ok, body} = await getJson('./groups?' + p.toString());
+  if (!ok) throw new Error(body.error);
+  return body;
 }
 
 /**
