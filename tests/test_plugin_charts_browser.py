@@ -172,6 +172,39 @@ def test_charts_and_groups_in_chromium(sync_playwright, logdir, tmp_path):  # no
             expect(rows.nth(1).locator("td").first).to_have_text("(no note)")
             assert math.isfinite(mean)
 
+            # Tag view: one tag shows its own fields as columns; hiding and moving columns is
+            # kept per tag in the browser, through a reload of TensorBoard (the deep link keeps
+            # the tag), and does not touch the columns of all tags.
+            ui.locator("button.view-tab", has_text="table").click()
+            ui.get_by_label("tag").select_option("train")
+            expect(ui.locator(".count")).to_have_text("1–100 of 100")
+            heads = ui.locator(".table-box thead th")
+            names = "ths => ths.map(th => th.dataset.column)"
+            expect(heads).to_have_count(7)
+            assert heads.evaluate_all(names) == ["run", "tag", "step", "wall_time", "level", "loss",
+                                                 "acc"]  # fmt: skip
+            ui.locator("button", has_text="columns").click()
+            ui.get_by_label("show acc").uncheck()
+            expect(heads).to_have_count(6)
+            ui.get_by_label("move loss left").click()
+            expect(heads.nth(4)).to_have_attribute("data-column", "loss")
+            assert heads.evaluate_all(names) == ["run", "tag", "step", "wall_time", "loss", "level"]
+            assert "p.tbkit.tag=train" in page.url
+            page.reload()
+            ui = page.frame_locator("iframe")
+            expect(ui.locator(".count")).to_have_text("1–100 of 100")
+            heads = ui.locator(".table-box thead th")
+            expect(heads).to_have_count(6)
+            assert heads.evaluate_all(names) == ["run", "tag", "step", "wall_time", "loss", "level"]
+            ui.get_by_label("tag").select_option("")
+            expect(ui.locator(".count")).to_have_text("1–100 of 105")
+            expect(heads).to_have_count(9)
+            ui.get_by_label("tag").select_option(XSS)
+            expect(ui.locator(".count")).to_have_text("1–5 of 5")
+            ui.locator("button", has_text="columns").click()
+            expect(ui.locator(".column-name", has_text=XSS)).to_have_text(XSS)
+            expect(ui.locator(f".table-box thead th[data-column='{XSS}']")).to_have_count(1)
+
             assert ui.locator("img").count() == 0
             assert dialogs == []
         finally:

@@ -102,7 +102,9 @@ export async function render() {
     const records = answer.records;
     const box = ui.tableBox;
     const [top, left] = [box.scrollTop, box.scrollLeft];
-    views.showTable(ui, answer.columns, records ? records.rows : [], state,
+    const arranged = model.arrangeColumns(answer.columns, model.columnPrefs(state.tag));
+    if (!ui.columnPanel.hidden) showColumnPanel(arranged);
+    views.showTable(ui, arranged.filter((c) => !c.hidden), records ? records.rows : [], state,
                     {onSort: sortBy, onRow: openRow, ids: records ? records.ids : [],
                      selected: selected && selected.id});
     views.showPager(ui, records);
@@ -192,7 +194,26 @@ export async function render() {
     }
   }
 
+  /** The column chooser of the current tag; a change is kept in the browser and shown. */
+  function showColumnPanel(arranged) {
+    const tag = state.tag;
+    const change = (prefs) => {
+      model.saveColumnPrefs(tag, prefs);
+      refresh({live: true});
+    };
+    views.showColumnPanel(ui, arranged, tag, {
+      onShow: (name, shown) => {
+        const prefs = model.columnPrefs(tag);
+        const hidden = prefs.hidden.filter((n) => n !== name);
+        change({...prefs, hidden: shown ? hidden : [...hidden, name]});
+      },
+      onMove: (name, delta) => change(model.moveColumn(model.columnPrefs(tag), columns, name, delta)),
+      onReset: () => change({order: [], hidden: []}),
+    });
+  }
+
   function showRuns() {
+    views.showTags(ui, model.tagsOf(runs, selection().runs), state.tag);
     views.showRuns(ui, runs, superseded, {shown: new Set(selection().runs),
                                           pattern: model.runPattern(state.runRegex),
                                           allChecked: state.runs === null});
@@ -400,6 +421,16 @@ export async function render() {
     if (name === undefined) return;
     const fields = state.fields.filter((f) => f !== name);
     changeExtra({fields: event.target.checked ? [...fields, name] : fields});
+  });
+  ui.tag.addEventListener('change', () => {
+    if (state.sort && !model.BUILTIN_COLUMNS.includes(state.sort)) state.sort = '';  // may not be a column of it
+    update({tag: ui.tag.value});
+  });
+  ui.columnsButton.addEventListener('click', () => {
+    const open = ui.columnPanel.hidden;
+    ui.columnPanel.hidden = !open;
+    ui.columnsButton.setAttribute('aria-expanded', String(open));
+    if (open) showColumnPanel(model.arrangeColumns(columns, model.columnPrefs(state.tag)));
   });
   ui.xAxis.addEventListener('change', () => changeExtra({x: ui.xAxis.value}));
   ui.log.addEventListener('click', () => {

@@ -14,7 +14,60 @@ export const BUILTIN_COLUMNS = ['run', 'tag', 'step', 'wall_time', 'level'];
 export function defaultState() {
   return {runs: null, runRegex: '', levels: [], stepMin: '', stepMax: '', search: '', where: '',
           sort: '', order: 'asc', limit: 100, offset: 0, utc: false, follow: false,
-          view: 'table', fields: [], x: 'step', log: false, smoothing: 0, by: 'run'};
+          view: 'table', fields: [], x: 'step', log: false, smoothing: 0, by: 'run', tag: ''};
+}
+
+/** The tags of the runs the view shows (`runs`: run → tag → count), in name order. */
+export function tagsOf(runs, names) {
+  return [...new Set(names.flatMap((name) => Object.keys(runs[name] || {})))].sort();
+}
+
+// Columns per tag: which are hidden and in which order they stand, remembered in the browser
+// (localStorage, key "tbkit.columns.<tag>"; "*" for all tags). {order: [names], hidden: [names]}.
+const COLUMNS_KEY = 'tbkit.columns.';
+
+/** The column settings of a tag ('' for all tags): {order, hidden}, empty when none are kept
+ * (or the browser keeps none: private mode, or storage refused). */
+export function columnPrefs(tag) {
+  try {
+    const kept = JSON.parse(localStorage.getItem(COLUMNS_KEY + (tag || '*')) || 'null');
+    if (kept && Array.isArray(kept.order) && Array.isArray(kept.hidden)) {
+      return {order: kept.order.filter((n) => typeof n === 'string'),
+              hidden: kept.hidden.filter((n) => typeof n === 'string')};
+    }
+  } catch (error) {
+    // Unreadable or refused: the schema's own order.
+  }
+  return {order: [], hidden: []};
+}
+
+export function saveColumnPrefs(tag, prefs) {
+  try {
+    localStorage.setItem(COLUMNS_KEY + (tag || '*'), JSON.stringify(prefs));
+  } catch (error) {
+    // Storage refused (private mode, quota): the settings last for this page only.
+  }
+}
+
+/** Every column of the schema, each with `hidden`: those the settings order first, in that
+ * order (a move saves the whole order), then any they do not name yet (a field that appeared
+ * later) in schema order. */
+export function arrangeColumns(columns, prefs) {
+  const byName = new Map(columns.map((c) => [c.name, c]));
+  const named = prefs.order.filter((name) => byName.has(name));
+  const rest = columns.filter((c) => !named.includes(c.name));
+  return [...named.map((name) => byName.get(name)), ...rest]
+      .map((c) => ({...c, hidden: prefs.hidden.includes(c.name)}));
+}
+
+/** The settings after moving column `name` one place left (-1) or right (+1). */
+export function moveColumn(prefs, columns, name, delta) {
+  const order = arrangeColumns(columns, prefs).map((c) => c.name);
+  const i = order.indexOf(name);
+  const j = i + delta;
+  if (i < 0 || j < 0 || j >= order.length) return prefs;
+  [order[i], order[j]] = [order[j], order[i]];
+  return {order, hidden: prefs.hidden};
 }
 
 /** The numeric fields of a schema (what a chart can plot; built-ins left out). */
@@ -80,6 +133,7 @@ export function lastPageOffset(total, limit) {
 export function toParams(state, {page = true, runs = null} = {}) {
   const p = new URLSearchParams();
   for (const run of runs || []) p.append('run', run);
+  if (state.tag) p.append('tag', state.tag);
   for (const level of state.levels) p.append('level', level);
   if (state.stepMin !== '') p.set('step_min', state.stepMin);
   if (state.stepMax !== '') p.set('step_max', state.stepMax);
@@ -123,6 +177,7 @@ export function fromHash(hash) {
   const smoothing = Number(p.get('smoothing'));
   state.smoothing = smoothing > 0 && smoothing < 1 ? smoothing : 0;
   state.by = p.get('by') || 'run';
+  state.tag = p.get('tag') || '';
   return state;
 }
 
@@ -242,6 +297,7 @@ export function createLoader() {
     const ticket = ++latest;
     const runOnly = new URLSearchParams();
     for (const run of runs || []) runOnly.append('run', run);
+    if (state.tag) runOnly.append('tag', state.tag);  // that tag's fields only
     let schema, records;
     try {
       [schema, records] = await Promise.all([

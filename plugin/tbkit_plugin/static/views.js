@@ -71,6 +71,11 @@ export function buildLayout(root) {
                             'aria-label': 'smoothing'}),
     smoothingValue: el('span', {className: 'smoothing-value'}, '0'),
     by: el('select', {'aria-label': 'group by'}),
+    tag: el('select', {'aria-label': 'tag'}),
+    columnsButton: el('button', {type: 'button', 'aria-expanded': 'false',
+                                 title: 'hide, show and reorder the columns of this tag'},
+                      'columns'),
+    columnPanel: el('div', {className: 'column-panel', hidden: '', 'aria-label': 'columns'}),
     charts: el('div', {className: 'charts-box', hidden: ''}),
     groups: el('div', {className: 'groups-box', hidden: ''}),
     table: el('table'),
@@ -86,8 +91,9 @@ export function buildLayout(root) {
     el('div', {className: 'toolbar view-tabs'}, ...ui.views),
     ui.chartControls, ui.groupControls,
     el('div', {className: 'toolbar'},
-       el('span', {className: 'chips'}, ...ui.chips), ui.stepMin, ui.stepMax,
-       ui.search),
+       el('span', {className: 'chips'}, ...ui.chips), ui.tag, ui.stepMin, ui.stepMax,
+       ui.search, ui.columnsButton),
+    ui.columnPanel,
     el('div', {className: 'filter'}, ui.where, ui.whereError, ui.fields),
     el('div', {className: 'toolbar'},
        ui.prev, ui.count, ui.next, ui.limit, ui.fresh, ui.follow, ui.utc,
@@ -442,4 +448,40 @@ export function showGroups(ui, answer) {
        `${answer.total} matching records in ${answer.groups.length} groups, over every ` +
        'matching record (not the page)'),
     el('table', {className: 'groups'}, el('thead', {}, top, sub), el('tbody', {}, ...rows)));
+}
+
+/** The tag chooser: "all tags", then each tag of the runs shown. */
+export function showTags(ui, tags, tag) {
+  const names = tag && !tags.includes(tag) ? [...tags, tag] : tags;
+  ui.tag.replaceChildren(el('option', {value: ''}, 'all tags'),
+                         ...names.map((name) => el('option', {value: name}, name)));
+  ui.tag.value = tag;
+}
+
+/**
+ * The column chooser of the current tag: a checkbox (shown) and ← → buttons (move) per column,
+ * in the table's order, and "reset". `columns`: model.arrangeColumns' list.
+ */
+export function showColumnPanel(ui, columns, tag, {onShow, onMove, onReset}) {
+  const items = columns.map(({name, hidden}, i) => {
+    const box = el('input', {type: 'checkbox', 'aria-label': `show ${name}`});
+    box.checked = !hidden;
+    box.addEventListener('change', () => onShow(name, box.checked));
+    const left = el('button', {type: 'button', className: 'move', title: `move ${name} left`,
+                               'aria-label': `move ${name} left`}, '←');
+    const right = el('button', {type: 'button', className: 'move', title: `move ${name} right`,
+                                'aria-label': `move ${name} right`}, '→');
+    left.disabled = i === 0;
+    right.disabled = i === columns.length - 1;
+    left.addEventListener('click', () => onMove(name, -1));
+    right.addEventListener('click', () => onMove(name, 1));
+    return el('li', {'data-column': name}, el('label', {}, box, el('span', {className: 'column-name'}, name)),
+              left, right);
+  });
+  const reset = el('button', {type: 'button'}, 'reset');
+  reset.addEventListener('click', onReset);
+  ui.columnPanel.replaceChildren(
+    el('div', {className: 'column-panel-head'},
+       `columns of ${tag ? `tag ${tag}` : 'all tags'} (kept in this browser) `, reset),
+    el('ol', {className: 'column-list'}, ...items));
 }
