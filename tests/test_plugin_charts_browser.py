@@ -176,7 +176,7 @@ def test_charts_and_groups_in_chromium(sync_playwright, logdir, tmp_path):  # no
             # kept per tag in the browser, through a reload of TensorBoard (the deep link keeps
             # the tag), and does not touch the columns of all tags.
             ui.locator("button.view-tab", has_text="table").click()
-            ui.get_by_label("tag").select_option("train")
+            ui.get_by_label("tag", exact=True).select_option("train")
             expect(ui.locator(".count")).to_have_text("1–100 of 100")
             heads = ui.locator(".table-box thead th")
             names = "ths => ths.map(th => th.dataset.column)"
@@ -196,14 +196,29 @@ def test_charts_and_groups_in_chromium(sync_playwright, logdir, tmp_path):  # no
             heads = ui.locator(".table-box thead th")
             expect(heads).to_have_count(6)
             assert heads.evaluate_all(names) == ["run", "tag", "step", "wall_time", "loss", "level"]
-            ui.get_by_label("tag").select_option("")
+            ui.get_by_label("tag", exact=True).select_option("")
             expect(ui.locator(".count")).to_have_text("1–100 of 105")
             expect(heads).to_have_count(9)
-            ui.get_by_label("tag").select_option(XSS)
+            ui.get_by_label("tag", exact=True).select_option(XSS)
             expect(ui.locator(".count")).to_have_text("1–5 of 5")
             ui.locator("button", has_text="columns").click()
             expect(ui.locator(".column-name", has_text=XSS)).to_have_text(XSS)
             expect(ui.locator(f".table-box thead th[data-column='{XSS}']")).to_have_count(1)
+
+            # Live: a run written while the chart is open joins it without a reload.
+            ui.get_by_label("tag", exact=True).select_option("")
+            ui.locator("button.view-tab", has_text="charts").click()
+            frame = next(f for f in page.frames if "plugin_entry" in f.url)
+            frame.wait_for_function("() => (window.__tbkitCharts || []).length === 2")
+            assert "p.tbkit.view=charts" in page.url and "p.tbkit.chart=loss" in page.url
+            write_run(logdir / "c", 20, 3.0)
+            frame.wait_for_function(  # a guard against hanging (the poll is every 2 s)
+                "() => window.__tbkitCharts[0].series.some((s) => s.run === 'c')",
+                timeout=60_000)  # fmt: skip
+            (chart, _) = frame.evaluate(CHARTS)
+            new = [[r.step, r.fields["loss"]] for r in tbkit.read_records(logdir / "c")
+                   if r.fields["loss"] not in NON_FINITE]  # fmt: skip
+            assert [s["points"] for s in chart["series"] if s["run"] == "c"] == [new]
 
             assert ui.locator("img").count() == 0
             assert dialogs == []
