@@ -75,6 +75,9 @@ def summarise(store: store_mod.Store, sel: selection.Selection, rows: np.ndarray
               if c["type"] == "number" and c["name"] not in BUILTIN_FIELDS]  # fmt: skip
     out = [{"key": key, "count": int(counts[i]), "fields": {}} for i, key in enumerate(keys)]
     step, wall = arrays["step"][rows], arrays["wall_time"][rows]
+    # One sort for every field: by group, then step, wall time and read order; a field's last
+    # value is then the last of its group among the rows holding it.
+    latest = np.lexsort((np.arange(len(rows)), wall, step, group))
     for name in fields:
         column = store.column(name)
         if column is None or column.num is None:
@@ -89,9 +92,8 @@ def summarise(store: store_mod.Store, sel: selection.Selection, rows: np.ndarray
         low, high = np.full(n, np.inf), np.full(n, -np.inf)
         np.minimum.at(low, g, v)
         np.maximum.at(high, g, v)
-        picks = np.flatnonzero(numeric)
-        order = np.lexsort((picks, wall[picks], step[picks], group[picks]))
-        ends = picks[order][np.r_[group[picks][order][1:] != group[picks][order][:-1], True]]
+        picks = latest[numeric[latest]]
+        ends = picks[np.r_[group[picks][1:] != group[picks][:-1], True]]
         last = dict(zip(group[ends].tolist(), ends.tolist(), strict=True))
         for i in np.flatnonzero(present).tolist():
             k = int(kept[i])
