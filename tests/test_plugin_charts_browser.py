@@ -115,6 +115,13 @@ def test_charts_and_groups_in_chromium(sync_playwright, logdir, tmp_path):  # no
             want = next(r for r in records if r.run == "a" and r.step == 30)
             assert record["loss"] == want.fields["loss"]
             detail.locator("button.close").click()
+            # The NaN marker opens its record too (a value the line cannot show).
+            nan = frame.evaluate("""() => window.__tbkitCharts[0].markers
+                .filter((m) => m.run === 'a').map((m) => [m.left, m.top])[0]""")
+            over.click(position={"x": nan[0], "y": nan[1]})
+            expect(detail.locator("strong")).to_have_text("a · train · step 13")
+            assert json.loads(detail.locator("pre.json").text_content())["loss"] == "NaN"
+            detail.locator("button.close").click()
 
             # Dark: the chart is redrawn with the theme's colours.
             page.get_by_label("Menu for changing light or dark theme").click()
@@ -170,6 +177,10 @@ def test_charts_and_groups_in_chromium(sync_playwright, logdir, tmp_path):  # no
             expect(rows).to_have_count(2)
             expect(rows.first.locator("td").first).to_have_text(XSS)
             expect(rows.nth(1).locator("td").first).to_have_text("(no note)")
+            ui.get_by_label("group by").select_option("tag")
+            expect(rows).to_have_count(2)
+            expect(rows.first.locator("td").first).to_have_text(XSS)  # "<" sorts before "t"
+            expect(rows.nth(1).locator("td").first).to_have_text("train")
             assert math.isfinite(mean)
 
             # Tag view: one tag shows its own fields as columns; hiding and moving columns is
