@@ -20,7 +20,7 @@ STEPS = {"a": 240, "b": 150}
 
 def write_run(run_dir, steps, wobble):
     """"train": loss (NaN at step 13, +Infinity at 17, -Infinity at 19), acc and a phase
-    string every step; "eval": loss every 10 steps (a field under two tags)."""
+    string (the text "NaN" at step 5) every step; "eval": loss every 10 steps (a field under two tags)."""
     log = tbkit.SummaryLogger(str(run_dir), every={"debug": 1, "info": 1})
 
     @log.train_step
@@ -30,6 +30,7 @@ def write_run(run_dir, steps, wobble):
         loss = tf.where(x == 17.0, float("inf"), loss)
         loss = tf.where(x == 19.0, float("-inf"), loss)
         phase = tf.where(x < 100.0, tf.constant("warmup"), tf.constant("main"))
+        phase = tf.where(x == 5.0, tf.constant("NaN"), phase)  # text in a string field
         tbkit.record("train", {"loss": loss, "acc": x / 1000.0, "phase": phase}, every=1)
         tbkit.record("eval", {"loss": loss * 2.0}, every=10)
 

@@ -51,10 +51,11 @@ def _keys(store: store_mod.Store, rows: np.ndarray, by: str) -> tuple[list[Any],
         codes = tag_code[arrays["sid"][rows]]
     else:
         column = store.column(by)
-        names = [*column.texts, None]  # type: ignore[union-attr]
-        kinds = column.kind.view()[rows]  # type: ignore[union-attr]
-        text = column.code.view()[rows] if column.code is not None else np.full(len(rows), -1)  # type: ignore[union-attr]
-        codes = np.where(kinds == col.STR, text, len(names) - 1)
+        assert column is not None and column.code is not None  # parse_by: a string field
+        names = [*column.texts, None]
+        kinds = column.kind.view()[rows]
+        texts = np.isin(kinds, (col.STR, col.NFSTR))  # a "NaN" in a string field is text
+        codes = np.where(texts, column.code.view()[rows], len(names) - 1)
     present, inverse = np.unique(codes, return_inverse=True)
     keys = [names[i] for i in present.tolist()]
     order = sorted(range(len(keys)), key=lambda i: (keys[i] is None, str(keys[i])))
