@@ -20,7 +20,8 @@ STEPS = {"a": 240, "b": 150}
 
 def write_run(run_dir, steps, wobble):
     """"train": loss (NaN at step 13, +Infinity at 17, -Infinity at 19), acc and a phase
-    string (the text "NaN" at step 5) every step; "eval": loss every 10 steps (a field under two tags)."""
+    string (the text "NaN" at step 5) every step; "eval": loss every 10 steps (a field under
+    two tags)."""
     log = tbkit.SummaryLogger(str(run_dir), every={"debug": 1, "info": 1})
 
     @log.train_step
