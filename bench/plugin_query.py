@@ -33,6 +33,7 @@ from tbkit.summary import jsonenc, summary_pb
 TAG = "train"
 PREFIX = "/data/plugin/tbkit"
 WHERE = "loss > 2 and lr < 0.001"
+CHART_WHERE = "lr < 0.001"
 
 
 def fields(run: int, i: int) -> dict:
@@ -213,6 +214,26 @@ def bench_tbkit(logdir: Path, total: int) -> dict:
             assert status == 200
             polls.append(dt)
         out["poll"] = statistics.median(polls)
+        chart = [("field", "loss"), ("where", CHART_WHERE)]  # all 4 runs, filtered
+        times = []
+        for _ in range(3):
+            dt, (status, body) = timed(get, port, f"{PREFIX}/chart", chart)
+            assert status == 200, body[:300]
+            times.append(dt)
+        out["chart"] = statistics.median(times)
+        answer = json.loads(body)
+        out["chart_series"] = len(answer["series"])
+        out["chart_points"] = sum(len(s["x"]) for s in answer["series"])
+        out["chart_matched"] = sum(s["total"] for s in answer["series"])
+        out["chart_browser"] = chart_in_browser(port)
+        times = []
+        for _ in range(3):
+            dt, (status, body) = timed(get, port, f"{PREFIX}/groups", [("by", "run")])
+            assert status == 200, body[:300]
+            times.append(dt)
+        out["groups"] = statistics.median(times)
+        groups = json.loads(body)
+        out["groups_shape"] = f"{len(groups['groups'])} runs × {len(groups['fields'])} fields"
         dt, (status, body) = timed(get, port, f"{PREFIX}/export", [("format", "jsonl")])
         assert status == 200 and body.count(b"\n") == total
         out["export"], out["export_bytes"] = dt, len(body)
@@ -221,6 +242,42 @@ def bench_tbkit(logdir: Path, total: int) -> dict:
         return out
     finally:
         stop(proc)
+
+
+CHART_JS = """async (where) => {
+  const model = await import('./model.js');
+  const charts = await import('./charts.js');
+  const t0 = performance.now();
+  const answer = await model.fetchChart({...model.defaultState(), where}, null, 'loss');
+  const t1 = performance.now();
+  const chart = charts.drawChart(answer, {x: 'step', log: false, smoothing: 0, utc: false,
+                                          width: 1200, onPoint() {}});
+  document.body.append(chart.node);
+  await new Promise((resolve) => requestAnimationFrame(() => resolve()));
+  return [(t1 - t0) / 1000, (performance.now() - t1) / 1000];
+}"""
+
+
+def chart_in_browser(port: int) -> list[float] | None:
+    """[request, draw] seconds of the chart in headless Chromium (the bare plugin page): the
+    tab's own fetchChart and drawChart; None without playwright or /usr/bin/chromium."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if not Path("/usr/bin/chromium").exists():
+        return None
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/data/plugin_entry.html?name=tbkit#view=table")
+            page.wait_for_selector(".count")
+            runs = [page.evaluate(CHART_JS, CHART_WHERE) for _ in range(3)]
+            return min(runs, key=sum)
+        finally:
+            browser.close()
 
 
 def bench_text(logdir: Path, per_run: int, timeout: float) -> dict:
@@ -279,6 +336,15 @@ def main() -> None:
         ("live poll `/revision` with nothing new (HTTP round trip, median of 50)",
          "did not finish" if tb.get("poll") is None else f"{tb['poll'] * 1000:.1f} ms",
          "≤ 10 ms"),
+        (f"chart of `loss`, {tb.get('chart_series')} runs, `where={CHART_WHERE}` "
+         f"({tb.get('chart_matched')} points, {tb.get('chart_points')} sent): `/chart` "
+         "(HTTP, median of 3)", s(tb.get("chart")), "—"),
+        ("… request to drawn in Chromium (fetch + uPlot draw, best of 3)",
+         "not measured" if not tb.get("chart_browser") else
+         f"{sum(tb['chart_browser']):.2f} s ({tb['chart_browser'][0]:.2f} + "
+         f"{tb['chart_browser'][1]:.2f})", "≤ 1 s"),
+        (f"group by run (`/groups`, {tb.get('groups_shape')}; median of 3)",
+         s(tb.get("groups")), "≤ 1 s"),
         (f"export jsonl, full download ({tb.get('export_bytes', 0) / mib:.0f} MiB)",
          s(tb.get("export")), "—"),
         ("tbkit: RSS of the TensorBoard tree", f"{tb.get('rss', 0) / mib:.0f} MiB",

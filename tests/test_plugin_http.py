@@ -178,10 +178,23 @@ def test_es_module_has_a_javascript_content_type(server):
     assert b"export async function render" in body
 
 
+@pytest.mark.parametrize(("path", "content_type"), [
+    ("/vendor/uPlot.esm.js", "text/javascript"), ("/vendor/uPlot.min.css", "text/css"),
+    ("/vendor/LICENSE", "text/plain"),
+])  # fmt: skip
+def test_the_vendored_chart_library_is_served_unmodified(server, path, content_type):
+    status, got_type, body = get(server, PREFIX + path)
+    assert (status, got_type.split(";")[0]) == (200, content_type)
+    assert body == (REPO / "plugin" / "tbkit_plugin" / "static" / path.lstrip("/")).read_bytes()
+
+
 REFUSED = [
     "/../plugin.py", "/..%2fplugin.py", "/%2e%2e/plugin.py", "/%2E%2E%2Fplugin.py",
     "/static/../plugin.py", "//etc/passwd", "/%2fetc%2fpasswd", "/etc/passwd",
     "/plugin.py", "/static/index.js", "/index.js/..", "/..", "/%2e%2e",
+    "/vendor/../plugin.py", "/vendor/%2e%2e/plugin.py", "/vendor/..%2f..%2fplugin.py",
+    "/vendor", "/vendor/", "/vendor/README.md", "/static/vendor/LICENSE", "/vendor//LICENSE",
+    "/vendor/uPlot.esm.js/..", "/x/vendor/uPlot.esm.js",
 ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ provider (which samples a tensor plugin's data to 100 per tag).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 from typing import Any
 
@@ -16,7 +17,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from tbkit.data import metadata
-from tbkit_plugin import selection
+from tbkit_plugin import charts, groups, selection
 from tbkit_plugin import store as store_mod
 
 #: The only files the static route serves: request path → (file in static/, content type).
@@ -26,6 +27,10 @@ STATIC_FILES = {
     "/views.js": ("views.js", "text/javascript"),
     "/host.js": ("host.js", "text/javascript"),
     "/style.css": ("style.css", "text/css"),
+    "/charts.js": ("charts.js", "text/javascript"),
+    "/vendor/uPlot.esm.js": ("vendor/uPlot.esm.js", "text/javascript"),
+    "/vendor/uPlot.min.css": ("vendor/uPlot.min.css", "text/css"),
+    "/vendor/LICENSE": ("vendor/LICENSE", "text/plain; charset=utf-8"),
 }
 _EXPORT_TYPES = {"jsonl": ("application/jsonl; charset=utf-8", "records.jsonl"),
                  "csv": ("text/csv; charset=utf-8", "records.csv")}  # fmt: skip
@@ -60,7 +65,8 @@ class TbkitPlugin(base_plugin.TBPlugin):
     def get_plugin_apps(self) -> dict[str, Any]:
         apps = {"/runs": self.runs_route, "/revision": self.revision_route,
                 "/schema": self.schema_route, "/records": self.records_route,
-                "/record": self.record_route, "/export": self.export_route}  # fmt: skip
+                "/record": self.record_route, "/export": self.export_route,
+                "/chart": self.chart_route, "/groups": self.groups_route}  # fmt: skip
         apps.update(dict.fromkeys(STATIC_FILES, self.static_route))
         return apps
 
@@ -117,6 +123,33 @@ class TbkitPlugin(base_plugin.TBPlugin):
             "ids": ids.tolist(),
         }
 
+    def chart_impl(self, args: Any) -> dict[str, Any]:
+        """One numeric ``field`` of the selection against ``x`` (step or wall_time), one series
+        per (run, tag), each down-sampled to at most ``points`` points (:mod:`charts`)."""
+        self.store.refresh()
+        with self.store.lock:
+            complete = self.store.complete
+            sel = dataclasses.replace(selection.parse(args, self.store), sort=None)
+            field, x, points = charts.parse_options(args, self.store, sel)
+            rows = selection.matching(self.store, sel)
+            series = charts.series(self.store, rows, field, x, points)
+        return {"field": field, "x": x, "points": points, "complete": complete,
+                "series": [selection.browser_safe(s) for s in series]}  # fmt: skip
+
+    def groups_impl(self, args: Any) -> dict[str, Any]:
+        """The selection grouped ``by`` run, tag or a string field: count and, per numeric
+        field, count, NaN/±Inf count, mean, min, max and last (:mod:`groups`)."""
+        self.store.refresh()
+        with self.store.lock:
+            complete = self.store.complete
+            sel = dataclasses.replace(selection.parse(args, self.store), sort=None)
+            by = groups.parse_by(args, self.store, sel)
+            rows = selection.matching(self.store, sel)
+            answer = groups.summarise(self.store, sel, rows, by)
+        answer["complete"] = complete
+        answer["total"] = len(rows)
+        return answer
+
     def export_impl(self, args: Any) -> tuple[Any, str, str]:
         """Returns ``(chunks of UTF-8 bytes, content type, file name)`` for the whole selection
         (what is read so far while :attr:`Store.complete` is false)."""
@@ -142,7 +175,8 @@ class TbkitPlugin(base_plugin.TBPlugin):
         if path not in STATIC_FILES:
             raise errors.NotFoundError(f"no static file {path!r}")
         name, content_type = STATIC_FILES[path]
-        data = importlib.resources.files("tbkit_plugin").joinpath("static", name).read_bytes()
+        data = importlib.resources.files("tbkit_plugin").joinpath("static", *name.split("/"))
+        data = data.read_bytes()
         return data, content_type
 
     # Routes: parse the request, call the impl, respond.
@@ -168,6 +202,14 @@ class TbkitPlugin(base_plugin.TBPlugin):
         return _answer(request, self.records_impl, request.args)
 
     @wrappers.Request.application
+    def chart_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _answer(request, self.chart_impl, request.args)
+
+    @wrappers.Request.application
+    def groups_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _answer(request, self.groups_impl, request.args)
+
+    @wrappers.Request.application
     def export_route(self, request: wrappers.Request) -> wrappers.Response:
         try:
             chunks, content_type, filename = self.export_impl(request.args)
@@ -182,8 +224,13 @@ class TbkitPlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def static_route(self, request: wrappers.Request) -> wrappers.Response:
-        route = request.path.rsplit("/", 1)[-1]
-        data, content_type = self.static_impl("/" + route)
+        # TensorBoard routes only the exact paths get_plugin_apps lists here, so the request
+        # path ends with one of them; the allow-list, not the path, names the file.
+        route = next((p for p in STATIC_FILES if request.path.endswith(p)), request.path)
+        try:
+            data, content_type = self.static_impl(route)
+        except errors.NotFoundError as e:
+            return _error(request, e)
         return http_util.Respond(request, data, content_type)
 
 

@@ -72,6 +72,9 @@ def _int(args: Any, name: str, default: int | None, low: int | None = None,
     return value
 
 
+int_param = _int  # an optional integer parameter within bounds, BadParameter naming it
+
+
 def parse(args: Any, store: store_mod.Store) -> Selection:
     """Validate the filters in ``args`` against the (already refreshed) ``store``.
 

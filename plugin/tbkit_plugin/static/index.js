@@ -4,6 +4,7 @@
 // page; this file wires them. The view state lives in the iframe page's hash and, while the
 // tab is shown, in TensorBoard's own hash (#tbkit&p.tbkit.…), so a link reopens the view.
 
+import * as charts from './charts.js';
 import * as host from './host.js';
 import * as model from './model.js';
 import * as views from './views.js';
@@ -13,7 +14,8 @@ const LIVE_POLL_MS = 2000;  // TensorBoard's own auto-reload is 30 s; its reload
 const LOADING_POLL_MS = 1000;  // while the server is still reading the logdir
 
 export async function render() {
-  document.head.append(views.el('link', {rel: 'stylesheet', href: './style.css'}));
+  document.head.append(views.el('link', {rel: 'stylesheet', href: './vendor/uPlot.min.css'}),
+                       views.el('link', {rel: 'stylesheet', href: './style.css'}));
   host.followTheme();
   const root = views.el('div', {className: 'tbkit'});
   document.body.append(root);
@@ -30,6 +32,10 @@ export async function render() {
   let asking = 0;  // user-made requests in flight: a live refresh would overtake them
   let runs = {};  // run → tag → count, from /runs
   let superseded = {};
+  let columns = [];  // the schema of the selection, from the last page
+  let chartAnswers = [];  // the /chart answers the charts show (redrawn on a theme change)
+  let extraTicket = 0;  // only the newest chart or group request is shown
+  window.__tbkitCharts = [];  // test hook: what each chart drew (charts.drawChart)
 
   /** {runs, all}: the runs the view shows now (model.selectedRuns). */
   const selection = () => model.selectedRuns(state, Object.keys(runs));
@@ -89,12 +95,16 @@ export async function render() {
     views.showDownloads(ui, model.exportUrl(state, asked, 'jsonl'),
                         model.exportUrl(state, asked, 'csv'));
     views.showFields(ui, answer.columns);
+    columns = answer.columns;
+    showExtra({live});
     if (!live || whereError) views.showWhereError(ui, whereError, state.where);
     views.showStatus(ui, answer.error && !whereError ? answer.error.error : '');
     const records = answer.records;
     const box = ui.tableBox;
     const [top, left] = [box.scrollTop, box.scrollLeft];
-    views.showTable(ui, answer.columns, records ? records.rows : [], state,
+    const arranged = model.arrangeColumns(answer.columns, model.columnPrefs(state.tag));
+    if (!ui.columnPanel.hidden) showColumnPanel(arranged);
+    views.showTable(ui, arranged.filter((c) => !c.hidden), records ? records.rows : [], state,
                     {onSort: sortBy, onRow: openRow, ids: records ? records.ids : [],
                      selected: selected && selected.id});
     views.showPager(ui, records);
@@ -112,6 +122,63 @@ export async function render() {
     }
   }
 
+  /** The charts or the grouped view of the selection, when shown (after each page load). */
+  async function showExtra({live = false} = {}) {
+    views.showView(ui, state);
+    const ticket = ++extraTicket;
+    const chosen = selection();
+    const asked = chosen.all ? null : chosen.runs;
+    if (state.view === 'charts') {
+      const numeric = model.numericFields(columns);
+      if (!state.fields.length && numeric.length) state.fields = [numeric.includes('loss') ? 'loss' : numeric[0]];
+      views.showFieldPicker(ui, numeric, state.fields);
+      const fields = state.fields.filter((name) => numeric.includes(name));
+      try {
+        const answers = await Promise.all(fields.map((f) => model.fetchChart(state, asked, f)));
+        if (ticket !== extraTicket) return;
+        chartAnswers = answers;
+        drawCharts();
+      } catch (error) {
+        if (ticket === extraTicket) views.showStatus(ui, `could not load the chart: ${error.message}`);
+      }
+    } else if (state.view === 'groups') {
+      views.showGroupChoices(ui, model.stringFields(columns), state.by);
+      try {
+        const answer = await model.fetchGroups(state, asked);
+        if (ticket === extraTicket) views.showGroups(ui, answer);
+      } catch (error) {
+        if (ticket === extraTicket) {
+          views.showGroups(ui, null);
+          views.showStatus(ui, `could not group: ${error.message}`);
+        }
+      }
+    }
+    if (!live) saveHash();
+  }
+
+  function drawCharts() {
+    const width = Math.max(320, ui.charts.clientWidth - 24);
+    for (const chart of window.__tbkitCharts) chart.plot.destroy();
+    window.__tbkitCharts = chartAnswers.map((answer) => charts.drawChart(answer, {
+      x: state.x, log: state.log, smoothing: state.smoothing, utc: state.utc, width,
+      onPoint: (hit) => openRow({run: hit.run, tag: hit.tag,
+                                 step: state.x === 'step' ? hit.x : '…'}, hit.id),
+    }));
+    ui.charts.replaceChildren(...window.__tbkitCharts.map((chart) => chart.node));
+    if (!chartAnswers.length) {
+      ui.charts.append(views.el('div', {className: 'status'}, 'choose a numeric field to chart'));
+    }
+  }
+  // The axes take their colours from the theme: redraw when TensorBoard's theme changes.
+  new MutationObserver(() => { if (state.view === 'charts') drawCharts(); })
+      .observe(document.body, {attributes: true, attributeFilter: ['class']});
+
+  function changeExtra(change) {
+    Object.assign(state, change);
+    saveHash();
+    showExtra();
+  }
+
   async function loadRuns() {
     try {
       const answer = await model.fetchRuns();
@@ -127,7 +194,26 @@ export async function render() {
     }
   }
 
+  /** The column chooser of the current tag; a change is kept in the browser and shown. */
+  function showColumnPanel(arranged) {
+    const tag = state.tag;
+    const change = (prefs) => {
+      model.saveColumnPrefs(tag, prefs);
+      refresh({live: true});
+    };
+    views.showColumnPanel(ui, arranged, tag, {
+      onShow: (name, shown) => {
+        const prefs = model.columnPrefs(tag);
+        const hidden = prefs.hidden.filter((n) => n !== name);
+        change({...prefs, hidden: shown ? hidden : [...hidden, name]});
+      },
+      onMove: (name, delta) => change(model.moveColumn(model.columnPrefs(tag), columns, name, delta)),
+      onReset: () => change({order: [], hidden: []}),
+    });
+  }
+
   function showRuns() {
+    views.showTags(ui, model.tagsOf(runs, selection().runs), state.tag);
     views.showRuns(ui, runs, superseded, {shown: new Set(selection().runs),
                                           pattern: model.runPattern(state.runRegex),
                                           allChecked: state.runs === null});
@@ -326,6 +412,40 @@ export async function render() {
       ui.copy.textContent = 'copy the link →';
     }
   });
+
+  for (const tab of ui.views) {
+    tab.addEventListener('click', () => changeExtra({view: tab.dataset.view}));
+  }
+  ui.fieldPicker.addEventListener('change', (event) => {
+    const name = event.target.dataset.field;
+    if (name === undefined) return;
+    const fields = state.fields.filter((f) => f !== name);
+    changeExtra({fields: event.target.checked ? [...fields, name] : fields});
+  });
+  ui.tag.addEventListener('change', () => {
+    if (state.sort && !model.BUILTIN_COLUMNS.includes(state.sort)) state.sort = '';  // may not be a column of it
+    update({tag: ui.tag.value});
+  });
+  ui.columnsButton.addEventListener('click', () => {
+    const open = ui.columnPanel.hidden;
+    ui.columnPanel.hidden = !open;
+    ui.columnsButton.setAttribute('aria-expanded', String(open));
+    if (open) showColumnPanel(model.arrangeColumns(columns, model.columnPrefs(state.tag)));
+  });
+  ui.xAxis.addEventListener('change', () => changeExtra({x: ui.xAxis.value}));
+  ui.log.addEventListener('click', () => {
+    state.log = !state.log;
+    saveHash();
+    views.showView(ui, state);
+    drawCharts();  // the same data, another scale
+  });
+  ui.smoothing.addEventListener('input', () => {
+    state.smoothing = Number(ui.smoothing.value);
+    saveHash();
+    views.showView(ui, state);
+    drawCharts();
+  });
+  ui.by.addEventListener('change', () => changeExtra({by: ui.by.value}));
 
   try {
     const {revision, complete} = await model.fetchRevision();

@@ -4,12 +4,82 @@
 
 export const LEVELS = ['debug', 'info', 'warning', 'error'];
 export const PAGE_SIZES = [25, 50, 100, 250, 500, 1000];
+export const VIEWS = ['table', 'charts', 'groups'];
+export const BUILTIN_COLUMNS = ['run', 'tag', 'step', 'wall_time', 'level'];
 
 /** The view's state; every field has a query-parameter twin (see toParams, toHash). `runs`:
- * the checked runs, or null for every run (new runs included). */
+ * the checked runs, or null for every run (new runs included). `view`: table, charts or
+ * groups; `fields`: the charted fields; `x`: step or wall_time; `smoothing`: TensorBoard's
+ * smoothing weight (0 to 0.99); `by`: what the grouped view groups by. */
 export function defaultState() {
   return {runs: null, runRegex: '', levels: [], stepMin: '', stepMax: '', search: '', where: '',
-          sort: '', order: 'asc', limit: 100, offset: 0, utc: false, follow: false};
+          sort: '', order: 'asc', limit: 100, offset: 0, utc: false, follow: false,
+          view: 'table', fields: [], x: 'step', log: false, smoothing: 0, by: 'run', tag: ''};
+}
+
+/** The tags of the runs the view shows (`runs`: run → tag → count), in name order. */
+export function tagsOf(runs, names) {
+  return [...new Set(names.flatMap((name) => Object.keys(runs[name] || {})))].sort();
+}
+
+// Columns per tag: which are hidden and in which order they stand, remembered in the browser
+// (localStorage, key "tbkit.columns.<tag>"; "*" for all tags). {order: [names], hidden: [names]}.
+const COLUMNS_KEY = 'tbkit.columns.';
+
+/** The column settings of a tag ('' for all tags): {order, hidden}, empty when none are kept
+ * (or the browser keeps none: private mode, or storage refused). */
+export function columnPrefs(tag) {
+  try {
+    const kept = JSON.parse(localStorage.getItem(COLUMNS_KEY + (tag || '*')) || 'null');
+    if (kept && Array.isArray(kept.order) && Array.isArray(kept.hidden)) {
+      return {order: kept.order.filter((n) => typeof n === 'string'),
+              hidden: kept.hidden.filter((n) => typeof n === 'string')};
+    }
+  } catch (error) {
+    // Unreadable or refused: the schema's own order.
+  }
+  return {order: [], hidden: []};
+}
+
+export function saveColumnPrefs(tag, prefs) {
+  try {
+    localStorage.setItem(COLUMNS_KEY + (tag || '*'), JSON.stringify(prefs));
+  } catch (error) {
+    // Storage refused (private mode, quota): the settings last for this page only.
+  }
+}
+
+/** Every column of the schema, each with `hidden`: those the settings order first, in that
+ * order (a move saves the whole order), then any they do not name yet (a field that appeared
+ * later) in schema order. */
+export function arrangeColumns(columns, prefs) {
+  const byName = new Map(columns.map((c) => [c.name, c]));
+  const named = prefs.order.filter((name) => byName.has(name));
+  const rest = columns.filter((c) => !named.includes(c.name));
+  return [...named.map((name) => byName.get(name)), ...rest]
+      .map((c) => ({...c, hidden: prefs.hidden.includes(c.name)}));
+}
+
+/** The settings after moving column `name` one place left (-1) or right (+1). */
+export function moveColumn(prefs, columns, name, delta) {
+  const order = arrangeColumns(columns, prefs).map((c) => c.name);
+  const i = order.indexOf(name);
+  const j = i + delta;
+  if (i < 0 || j < 0 || j >= order.length) return prefs;
+  [order[i], order[j]] = [order[j], order[i]];
+  return {order, hidden: prefs.hidden};
+}
+
+/** The numeric fields of a schema (what a chart can plot; built-ins left out). */
+export function numericFields(columns) {
+  return columns.filter((c) => c.type === 'number' && !BUILTIN_COLUMNS.includes(c.name))
+      .map((c) => c.name);
+}
+
+/** The string fields of a schema (what the grouped view can group by, besides run and tag). */
+export function stringFields(columns) {
+  return columns.filter((c) => c.type === 'string' && !BUILTIN_COLUMNS.includes(c.name))
+      .map((c) => c.name);
 }
 
 /** The run-name filter as a case-insensitive RegExp (as TensorBoard's run selector): null
@@ -63,6 +133,7 @@ export function lastPageOffset(total, limit) {
 export function toParams(state, {page = true, runs = null} = {}) {
   const p = new URLSearchParams();
   for (const run of runs || []) p.append('run', run);
+  if (state.tag) p.append('tag', state.tag);
   for (const level of state.levels) p.append('level', level);
   if (state.stepMin !== '') p.set('step_min', state.stepMin);
   if (state.stepMax !== '') p.set('step_max', state.stepMax);
@@ -99,6 +170,14 @@ export function fromHash(hash) {
   state.offset = Math.max(0, Math.floor(Number(p.get('offset')) || 0));
   state.utc = p.get('utc') === '1';
   state.follow = p.get('follow') === '1';
+  state.view = VIEWS.includes(p.get('view')) ? p.get('view') : 'table';
+  state.fields = [...new Set(p.getAll('chart').filter(Boolean))];
+  state.x = p.get('x') === 'wall_time' ? 'wall_time' : 'step';
+  state.log = p.get('log') === '1';
+  const smoothing = Number(p.get('smoothing'));
+  state.smoothing = smoothing > 0 && smoothing < 1 ? smoothing : 0;
+  state.by = p.get('by') || 'run';
+  state.tag = p.get('tag') || '';
   return state;
 }
 
@@ -108,6 +187,12 @@ function viewParams(state) {
   if (state.runRegex) p.set('run_regex', state.runRegex);
   if (state.utc) p.set('utc', '1');
   if (state.follow) p.set('follow', '1');
+  if (state.view !== 'table') p.set('view', state.view);
+  for (const field of state.fields) p.append('chart', field);
+  if (state.x !== 'step') p.set('x', state.x);
+  if (state.log) p.set('log', '1');
+  if (state.smoothing) p.set('smoothing', String(state.smoothing));
+  if (state.by !== 'run') p.set('by', state.by);
   return p;
 }
 
@@ -177,6 +262,30 @@ export async function fetchRecord(id) {
   return body.record;
 }
 
+/** Resolves to the /chart answer of a field for a state (the common filters apply), or throws
+ * an Error with the server's message. */
+export async function fetchChart(state, runs, field) {
+  const p = toParams(state, {page: false, runs});
+  p.delete('sort');
+  p.delete('order');
+  p.set('field', field);
+  p.set('x', state.x);
+  const {ok, body} = await getJson('./chart?' + p.toString());
+  if (!ok) throw new Error(body.error);
+  return body;
+}
+
+/** Resolves to the /groups answer for a state (grouped by state.by), or throws. */
+export async function fetchGroups(state, runs) {
+  const p = toParams(state, {page: false, runs});
+  p.delete('sort');
+  p.delete('order');
+  p.set('by', state.by);
+  const {ok, body} = await getJson('./groups?' + p.toString());
+  if (!ok) throw new Error(body.error);
+  return body;
+}
+
 /**
  * Loads the schema and a page of records for a state. Only the newest call's answer counts:
  * load(state, runs) resolves to null when a later call (or cancel()) was made before this
@@ -188,6 +297,7 @@ export function createLoader() {
     const ticket = ++latest;
     const runOnly = new URLSearchParams();
     for (const run of runs || []) runOnly.append('run', run);
+    if (state.tag) runOnly.append('tag', state.tag);  // that tag's fields only
     let schema, records;
     try {
       [schema, records] = await Promise.all([

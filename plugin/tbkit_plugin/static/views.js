@@ -2,7 +2,7 @@
 // the page only as text nodes or textContent, never as HTML: a field holding
 // "<img src=x onerror=…>" shows those characters. No innerHTML anywhere in this file.
 
-import {LEVELS, PAGE_SIZES, runColour} from './model.js';
+import {LEVELS, PAGE_SIZES, VIEWS, runColour} from './model.js';
 
 /** createElement with properties and children; a string child becomes a text node. */
 export function el(tag, props = {}, ...children) {
@@ -60,14 +60,40 @@ export function buildLayout(root) {
     link: el('input', {type: 'text', className: 'link', readonly: '', hidden: '',
                        'aria-label': 'link to this view'}),
     status: el('div', {className: 'status', role: 'status'}),
+    views: VIEWS.map((view) => el('button', {type: 'button', className: 'toggle view-tab',
+                                             'data-view': view, 'aria-pressed': 'false'}, view)),
+    fieldPicker: el('div', {className: 'field-picker', 'aria-label': 'fields to chart'}),
+    xAxis: el('select', {'aria-label': 'x axis'}, el('option', {value: 'step'}, 'against step'),
+              el('option', {value: 'wall_time'}, 'against wall time')),
+    log: el('button', {type: 'button', className: 'toggle', 'aria-pressed': 'false',
+                       title: 'logarithmic y axis'}, 'log scale'),
+    smoothing: el('input', {type: 'range', min: '0', max: '0.99', step: '0.01', value: '0',
+                            'aria-label': 'smoothing'}),
+    smoothingValue: el('span', {className: 'smoothing-value'}, '0'),
+    by: el('select', {'aria-label': 'group by'}),
+    tag: el('select', {'aria-label': 'tag'}),
+    columnsButton: el('button', {type: 'button', 'aria-expanded': 'false',
+                                 title: 'hide, show and reorder the columns of this tag'},
+                      'columns'),
+    columnPanel: el('div', {className: 'column-panel', hidden: '', 'aria-label': 'columns'}),
+    charts: el('div', {className: 'charts-box', hidden: ''}),
+    groups: el('div', {className: 'groups-box', hidden: ''}),
     table: el('table'),
     detail: el('aside', {className: 'detail', hidden: ''}),
   };
   ui.tableBox = el('div', {className: 'table-box'}, ui.table);
+  ui.chartControls = el('div', {className: 'toolbar chart-controls', hidden: ''},
+                        el('span', {}, 'chart '), ui.fieldPicker, ui.xAxis, ui.log,
+                        el('label', {}, 'smoothing ', ui.smoothing, ui.smoothingValue));
+  ui.groupControls = el('div', {className: 'toolbar group-controls', hidden: ''},
+                        el('label', {}, 'group by ', ui.by));
   root.append(
+    el('div', {className: 'toolbar view-tabs'}, ...ui.views),
+    ui.chartControls, ui.groupControls,
     el('div', {className: 'toolbar'},
-       el('span', {className: 'chips'}, ...ui.chips), ui.stepMin, ui.stepMax,
-       ui.search),
+       el('span', {className: 'chips'}, ...ui.chips), ui.tag, ui.stepMin, ui.stepMax,
+       ui.search, ui.columnsButton),
+    ui.columnPanel,
     el('div', {className: 'filter'}, ui.where, ui.whereError, ui.fields),
     el('div', {className: 'toolbar'},
        ui.prev, ui.count, ui.next, ui.limit, ui.fresh, ui.follow, ui.utc,
@@ -77,7 +103,7 @@ export function buildLayout(root) {
     el('div', {className: 'main'},
        el('nav', {className: 'runs'}, ui.runFilter, ui.runFilterError,
           el('label', {className: 'all-runs'}, ui.allRuns, 'all runs'), ui.runList),
-       ui.tableBox, ui.detail),
+       ui.tableBox, ui.charts, ui.groups, ui.detail),
   );
   return ui;
 }
@@ -339,7 +365,8 @@ export function showDetail(ui, detail, {onClose} = {}) {
     showDetail(ui, null);
     if (onClose) onClose();
   });
-  const title = `${cellText(row.run)} · ${cellText(row.tag)} · step ${cellText(row.step)}`;
+  const head = record || row;  // a chart point knows no step against wall time: the record does
+  const title = `${cellText(head.run)} · ${cellText(head.tag)} · step ${cellText(head.step)}`;
   const body = error ? [el('div', {className: 'error'}, error)] : record ? [
     fieldList(Object.entries(record), {utc, depth: 0}),
     el('details', {className: 'as-json'}, el('summary', {}, 'as JSON'),
@@ -348,4 +375,113 @@ export function showDetail(ui, detail, {onClose} = {}) {
   ui.detail.replaceChildren(
     el('div', {className: 'detail-head'}, el('strong', {}, title), close), ...body);
   ui.detail.hidden = false;
+}
+
+/** Shows one of the table, charts and groups views (and its controls). */
+export function showView(ui, state) {
+  for (const tab of ui.views) {
+    tab.setAttribute('aria-pressed', String(tab.dataset.view === state.view));
+  }
+  ui.tableBox.hidden = state.view !== 'table';
+  ui.charts.hidden = ui.chartControls.hidden = state.view !== 'charts';
+  ui.groups.hidden = ui.groupControls.hidden = state.view !== 'groups';
+  ui.xAxis.value = state.x;
+  ui.log.setAttribute('aria-pressed', String(state.log));
+  ui.smoothing.value = String(state.smoothing);
+  ui.smoothingValue.textContent = String(state.smoothing);
+}
+
+/** The field picker: a checkbox per numeric field of the selection, checked when charted. */
+export function showFieldPicker(ui, fields, chosen) {
+  ui.fieldPicker.replaceChildren(...fields.map((name) => {
+    const box = el('input', {type: 'checkbox', 'data-field': name});
+    box.checked = chosen.includes(name);
+    return el('label', {className: 'field-choice'}, box, name);
+  }));
+  if (!fields.length) ui.fieldPicker.append(el('span', {className: 'none'}, 'no numeric field'));
+}
+
+/** The choices of "group by": run, tag and the string fields of the selection. */
+export function showGroupChoices(ui, fields, by) {
+  ui.by.replaceChildren(...['run', 'tag', ...fields].map((name) => el('option', {value: name}, name)));
+  ui.by.value = by;
+}
+
+/** A figure of the grouped view: numbers to 6 significant digits (the title has them all). */
+function figure(value) {
+  if (value === null || value === undefined) return {text: '–', title: ''};
+  if (typeof value !== 'number') return {text: String(value), title: String(value)};
+  return {text: String(Number(value.toPrecision(6))), title: String(value)};
+}
+
+const FIGURES = ['mean', 'min', 'max', 'last', 'nonfinite'];
+
+/** The grouped view: a row per group (its key, count) and per numeric field its mean, min,
+ * max, last and NaN/±Inf count (/groups). */
+export function showGroups(ui, answer) {
+  if (!answer) {
+    ui.groups.replaceChildren();
+    return;
+  }
+  const fields = answer.fields.filter((name) => answer.groups.some((g) => name in g.fields));
+  const top = el('tr', {}, el('th', {rowspan: '2'}, answer.by), el('th', {rowspan: '2', className: 'number'}, 'count'),
+                 ...fields.map((name) => el('th', {colspan: String(FIGURES.length), className: 'field-head'}, name)));
+  const sub = el('tr', {}, ...fields.flatMap(() => FIGURES.map((f) =>
+    el('th', {className: 'number', title: f === 'nonfinite' ?
+        'NaN and ±Infinity values, left out of mean, min and max' :
+        f === 'last' ? 'the value at the highest step' : f}, f === 'nonfinite' ? 'NaN/Inf' : f))));
+  const rows = answer.groups.map((group) => {
+    const key = group.key === null ? el('td', {className: 'null'}, `(no ${answer.by})`) :
+        el('td', {className: 'group-key'}, ...(answer.by === 'run' ? [swatch(group.key)] : []),
+           String(group.key));
+    return el('tr', {}, key, el('td', {className: 'number'}, String(group.count)),
+              ...fields.flatMap((name) => FIGURES.map((f) => {
+                const figures = group.fields[name];
+                const {text, title} = figure(figures ? figures[f] : null);
+                const td = el('td', {className: 'number', title}, text);
+                if (f === 'nonfinite' && figures && figures.nonfinite) td.classList.add('has-nonfinite');
+                return td;
+              })));
+  });
+  ui.groups.replaceChildren(
+    el('div', {className: 'groups-note'},
+       `${answer.total} matching records in ${answer.groups.length} groups, over every ` +
+       'matching record (not the page)'),
+    el('table', {className: 'groups'}, el('thead', {}, top, sub), el('tbody', {}, ...rows)));
+}
+
+/** The tag chooser: "all tags", then each tag of the runs shown. */
+export function showTags(ui, tags, tag) {
+  const names = tag && !tags.includes(tag) ? [...tags, tag] : tags;
+  ui.tag.replaceChildren(el('option', {value: ''}, 'all tags'),
+                         ...names.map((name) => el('option', {value: name}, name)));
+  ui.tag.value = tag;
+}
+
+/**
+ * The column chooser of the current tag: a checkbox (shown) and ← → buttons (move) per column,
+ * in the table's order, and "reset". `columns`: model.arrangeColumns' list.
+ */
+export function showColumnPanel(ui, columns, tag, {onShow, onMove, onReset}) {
+  const items = columns.map(({name, hidden}, i) => {
+    const box = el('input', {type: 'checkbox', 'aria-label': `show ${name}`});
+    box.checked = !hidden;
+    box.addEventListener('change', () => onShow(name, box.checked));
+    const left = el('button', {type: 'button', className: 'move', title: `move ${name} left`,
+                               'aria-label': `move ${name} left`}, '←');
+    const right = el('button', {type: 'button', className: 'move', title: `move ${name} right`,
+                                'aria-label': `move ${name} right`}, '→');
+    left.disabled = i === 0;
+    right.disabled = i === columns.length - 1;
+    left.addEventListener('click', () => onMove(name, -1));
+    right.addEventListener('click', () => onMove(name, 1));
+    return el('li', {'data-column': name}, el('label', {}, box, el('span', {className: 'column-name'}, name)),
+              left, right);
+  });
+  const reset = el('button', {type: 'button'}, 'reset');
+  reset.addEventListener('click', onReset);
+  ui.columnPanel.replaceChildren(
+    el('div', {className: 'column-panel-head'},
+       `columns of ${tag ? `tag ${tag}` : 'all tags'} (kept in this browser) `, reset),
+    el('ol', {className: 'column-list'}, ...items));
 }
