@@ -7,6 +7,8 @@ TensorBoard's own loader and ``EventAccumulator``, and through a real ``tensorbo
 import json
 import math
 import os
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -180,6 +182,9 @@ def test_a_real_tensorboard_serves_kept_steps_as_records_of_their_tag(logdir):
         query = "/records?limit=1000&tag=train"
         with urllib.request.urlopen(prefix + query) as response:
             rows = json.load(response)["rows"]
+        query = "/records?limit=1000&where=" + urllib.request.quote("kept == true")
+        with urllib.request.urlopen(prefix + query) as response:
+            assert json.load(response)["total"] == 74 - 2
     assert sorted(row["step"] for row in rows) == sorted(by_step(logdir, "twice"))
     assert {row["step"] for row in rows if row.get("kept")} == set(range(86, 160)) - {100, 150}
 
@@ -248,3 +253,21 @@ def test_keep_is_refused_where_no_ring_can_be_updated_every_step(tmp_path):
 
         with pytest.raises(TbkitValueError, match="under the tag 'r/kept', which .* logs too"):
             clash()
+
+
+def test_the_command_line_exports_and_tails_kept_steps_as_read_records_gives_them(logdir):
+    from tbkit.data.rows import json_line
+
+    tbkit_script = os.path.join(os.path.dirname(sys.executable), "tbkit")
+    run_dir = str(logdir / "nan")
+    exported = subprocess.run([tbkit_script, "export", run_dir, "--format", "jsonl"],
+                              capture_output=True, check=True, timeout=300).stdout  # fmt: skip
+    expected = "".join(json_line(r) + "\n" for r in tbkit.read_records(run_dir))
+    assert exported.decode("utf-8") == expected
+    tailed = subprocess.run([tbkit_script, "tail", run_dir], capture_output=True, text=True,
+                            check=True, timeout=300).stdout.splitlines()  # fmt: skip
+    train = [line for line in tailed if "  train  " in line]
+    assert len(train) == 5 + 64 - 2
+    assert sum('"kept":true' in line for line in train) == 64 - 2
+    train_steps = [int(line.split("  step ")[1].split()[0]) for line in train]
+    assert train_steps == sorted(train_steps)  # kept steps among the sampled ones
