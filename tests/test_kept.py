@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.request
 
+import numpy as np
 import pytest
 import tbserver
 import tensorflow as tf
@@ -271,3 +272,110 @@ def test_the_command_line_exports_and_tails_kept_steps_as_read_records_gives_the
     assert sum('"kept":true' in line for line in train) == 64 - 2
     train_steps = [int(line.split("  step ")[1].split()[0]) for line in train]
     assert train_steps == sorted(train_steps)  # kept steps among the sampled ones
+
+
+def kept_and_sampled(run_dir, tag="train"):
+    """``(sampled steps, kept steps)`` of a record's tag, each step once."""
+    records = by_step(run_dir, ".", tag) if os.path.isdir(run_dir) else {}
+    kept_steps = {s for s, f in records.items() if f.get("kept")}
+    return set(records) - kept_steps, kept_steps
+
+
+def test_a_jit_compiled_step_keeps_its_ring_inside_the_compiled_body(tmp_path):
+    def body(x):
+        tbkit.record("train", {"loss": x * 2.0, "unit": "s", "name": tf.constant("k")},
+                     every=10, keep=8)  # fmt: skip
+        tbkit.record("anomaly", {"x": x}, level="error", when=~tf.math.is_finite(x))
+
+    for jit in (False, True):
+        with tbkit.SummaryLogger(str(tmp_path / f"jit{jit}")) as log:
+            step = log.train_step(body, jit_compile=jit)
+            for i in range(40):
+                step(tf.constant(math.nan if i in (25, 27) else float(i)))
+        graph = step.function.get_concrete_function(tf.constant(0.0)).graph
+        top = {op.type for op in graph.get_operations()}
+        assert ("ResourceScatterUpdate" in top) is not jit  # a jit step's ring is not here...
+    compiled = [f for f in graph.as_graph_def().library.function
+                if f.attr["_XlaMustCompile"].b]  # fmt: skip
+    assert any(node.op == "ResourceScatterUpdate" for f in compiled for node in f.node_def)
+    sampled, kept_steps = kept_and_sampled(tmp_path / "jitTrue")
+    assert (sampled, kept_steps) == ({0, 10, 20, 30}, set(range(17, 27)) - {20})
+    assert kept_and_sampled(tmp_path / "jitFalse") == (sampled, kept_steps)
+    assert by_step(tmp_path / "jitTrue", ".") == by_step(tmp_path / "jitFalse", ".")
+    assert steps(str(tmp_path / "jitTrue"))["train/kept"] == [25, 27]
+
+
+def test_mirrored_strategy_keeps_replica_0_or_the_reduced_value(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), "kept_mirrored_run.py")
+    done = subprocess.run(
+        [sys.executable, script, str(tmp_path / "inside"), str(tmp_path / "outside")],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("inside", "outside"):
+        run_dir = tmp_path / name
+        kept_steps = set(range(22, 30))  # NaN at 30, keep=8, sampled 20 and 30
+        assert kept_and_sampled(run_dir, "local") == ({0, 10, 20, 30}, kept_steps)
+        assert kept_and_sampled(run_dir, "total") == ({0, 10, 20, 30}, kept_steps)
+        local, total = by_step(run_dir, ".", "local"), by_step(run_dir, ".", "total")
+        for s in kept_steps:  # replica r reads 2 * s + r
+            assert (local[s]["x"], total[s]["x"]) == (2.0 * s, 4.0 * s + 1)
+        assert steps(str(run_dir))["local/kept"] == steps(str(run_dir))["total/kept"] == [30]
+
+
+def test_keras_fit_and_optimizer_iterations_keep_steps(tmp_path):
+    import keras
+
+    from tbkit.keras import TensorBoardRecords
+
+    class KeptModel(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.dense(x)
+
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+            tbkit.record("custom", {"first_row": x[0, 0]}, every=4, keep=8)
+            tbkit.record("anomaly", {"first_row": x[0, 0]}, level="error",
+                         when=tf.equal(x[0, 0], 50.0))  # fmt: skip
+            return self.compute_metrics(x, y, y_pred)
+
+    keras.utils.set_random_seed(0)
+    model = KeptModel()
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    x = np.stack([np.arange(70), np.linspace(-1, 1, 70)], axis=1).astype("float32")
+    model.fit(x, x[:, 1:], batch_size=10, epochs=2, shuffle=False, verbose=0,
+              callbacks=[TensorBoardRecords(tmp_path / "fit")])  # fmt: skip
+    # 7 batches an epoch; the trigger (first row 50) at global steps 5 and 12.
+    expected_kept = {1, 2, 3, 5, 6, 7, 9, 10, 11}
+    assert kept_and_sampled(tmp_path / "fit" / "train", "custom") == ({0, 4, 8, 12},
+                                                                      expected_kept)  # fmt: skip
+    records = by_step(tmp_path / "fit" / "train", ".", "custom")
+    assert all(f["first_row"] == (s % 7) * 10 for s, f in records.items())
+    assert steps(str(tmp_path / "fit" / "train"))["custom/kept"] == [5, 12]
+
+    optimizer = keras.optimizers.SGD(0.01)
+    weight = keras.Variable(1.0)
+    with tbkit.SummaryLogger(str(tmp_path / "loop"), step=optimizer.iterations) as log:
+
+        @log.train_step
+        def train_step(row):
+            with tf.GradientTape() as tape:
+                loss = (weight.value * row) ** 2
+            optimizer.apply_gradients([(tape.gradient(loss, weight.value), weight)])
+            tbkit.record("train", {"row": row}, every=4, keep=8)
+            tbkit.record("anomaly", {"row": row}, level="error", when=tf.equal(row, 12.0))
+
+        for i in range(20):
+            train_step(tf.constant(float(i)))
+    assert kept_and_sampled(tmp_path / "loop") == ({0, 4, 8, 12, 16}, {5, 6, 7, 9, 10, 11})
+    assert all(f["row"] == s for s, f in by_step(tmp_path / "loop", ".").items())

@@ -56,6 +56,8 @@ class StepCollector:
         self._pending: list[ops.Pending] = []
         self.strategy = None  # the strategy of the strategy.run its ops are called in, if any
         self._tags: dict[str, list] = {}  # tag → the graphs (body or branches) logging it
+        #: the rings of kept records were updated where the values were made (in an XLA body)
+        self.rings_updated = False
 
     @tf.autograph.experimental.do_not_convert
     def submit(self, pending: ops.Pending) -> None:
@@ -151,7 +153,8 @@ class StepCollector:
                     f"which {self.name} logs too: rename one of them."
                 )
             ring = self.logger.kept_rings.get(pending, levels.LEVELS[pending.level])
-            ring.update(self.step, pending.inputs)
+            if not self.rings_updated:
+                ring.update(self.step, pending.inputs)
             rings[id(pending)] = ring
         return rings
 

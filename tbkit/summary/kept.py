@@ -108,12 +108,18 @@ class Ring:
         self.level = level
         self.metadata = metadata.create_kept_metadata(tag)
         slots = spec.keep + 1
+        # A string known at trace time (the only string a jit_compile=True body may log) is
+        # the same on every step: it is not kept, only remembered.
+        self.constants = [
+            tf.get_static_value(x) if x.dtype == tf.string else None for x in inputs
+        ]
         with tf.init_scope():
             self.values = [
+                None if constant is not None else
                 tf.Variable(tf.zeros([slots, *x.shape.as_list()], x.dtype), trainable=False,
-                            name="kept_value")  # fmt: skip
-                for x in inputs
-            ]
+                            name="kept_value")
+                for x, constant in zip(inputs, self.constants, strict=True)
+            ]  # fmt: skip
             self.steps = tf.Variable(tf.fill([slots], tf.constant(-1, tf.int64)),
                                      trainable=False, name="kept_steps")  # fmt: skip
             self.last = tf.Variable(tf.constant(-2, tf.int64), trainable=False, name="kept_last")
@@ -129,7 +135,8 @@ class Ring:
         """Keep this step's values (every call, outside the gate)."""
         slot = self._slot(step)
         for variable, x in zip(self.values, inputs, strict=True):
-            variable.scatter_update(tf.IndexedSlices(tf.expand_dims(x, 0), slot))
+            if variable is not None:
+                variable.scatter_update(tf.IndexedSlices(tf.expand_dims(x, 0), slot))
         self.steps.scatter_update(tf.IndexedSlices(tf.reshape(step, [1]), slot))
         # A step that does not follow the last one starts a new attempt: older slots are stale.
         self.origin.assign(tf.where(tf.equal(step, self.last + 1), self.origin, step))
@@ -154,7 +161,8 @@ class Ring:
         slots = tf.gather(slots, tf.argsort(tf.gather(steps, slots)))
 
         def encode(slot: tf.Tensor) -> tf.Tensor:
-            values = [v.sparse_read(slot) for v in self.values]
+            values = [tf.constant(c) if v is None else v.sparse_read(slot)
+                      for v, c in zip(self.values, self.constants, strict=True)]  # fmt: skip
             text = self.template.with_tensors(values).encode()
             return tf.strings.join(['{"step":', tf.strings.as_string(self.steps.sparse_read(slot)),
                                     ",", tf.strings.substr(text, 1, -1)])  # fmt: skip
