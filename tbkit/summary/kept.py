@@ -113,13 +113,22 @@ class Ring:
         self.constants = [
             tf.get_static_value(x) if x.dtype == tf.string else None for x in inputs
         ]
+        # Scalars of one dtype share a [slots, n] variable: one scatter for all of them (the
+        # ring's cost is per op). Other fields have a [slots, *shape] variable each.
+        groups: dict[Any, list[int]] = {}
+        for i, (x, constant) in enumerate(zip(inputs, self.constants, strict=True)):
+            if constant is None:
+                key = x.dtype if x.shape.rank == 0 else ("alone", i)
+                groups.setdefault(key, []).append(i)
+        self.groups: list[tuple[list[int], bool, tf.Variable]] = []  # (fields, packed, ring)
         with tf.init_scope():
-            self.values = [
-                None if constant is not None else
-                tf.Variable(tf.zeros([slots, *x.shape.as_list()], x.dtype), trainable=False,
-                            name="kept_value")
-                for x, constant in zip(inputs, self.constants, strict=True)
-            ]  # fmt: skip
+            for key, fields in groups.items():
+                x = inputs[fields[0]]
+                packed = not isinstance(key, tuple)
+                shape = [len(fields)] if packed else x.shape.as_list()
+                variable = tf.Variable(tf.zeros([slots, *shape], x.dtype), trainable=False,
+                                       name="kept_value")  # fmt: skip
+                self.groups.append((fields, packed, variable))
             self.steps = tf.Variable(tf.fill([slots], tf.constant(-1, tf.int64)),
                                      trainable=False, name="kept_steps")  # fmt: skip
             self.last = tf.Variable(tf.constant(-2, tf.int64), trainable=False, name="kept_last")
@@ -133,11 +142,13 @@ class Ring:
 
     def update(self, step: tf.Tensor, inputs: tuple) -> None:
         """Keep this step's values (every call, outside the gate)."""
-        slot = self._slot(step)
-        for variable, x in zip(self.values, inputs, strict=True):
-            if variable is not None:
-                variable.scatter_update(tf.IndexedSlices(tf.expand_dims(x, 0), slot))
-        self.steps.scatter_update(tf.IndexedSlices(tf.reshape(step, [1]), slot))
+        at = tf.reshape(step, [1])
+        slot = tf.math.floormod(at, self.keep + 1)
+        for fields, packed, variable in self.groups:
+            row = tf.stack([inputs[i] for i in fields])[None] if packed else \
+                tf.expand_dims(inputs[fields[0]], 0)  # fmt: skip
+            variable.scatter_update(tf.IndexedSlices(row, slot))
+        self.steps.scatter_update(tf.IndexedSlices(at, slot))
         # A step that does not follow the last one starts a new attempt: older slots are stale.
         self.origin.assign(tf.where(tf.equal(step, self.last + 1), self.origin, step))
         self.last.assign(step)
@@ -161,8 +172,11 @@ class Ring:
         slots = tf.gather(slots, tf.argsort(tf.gather(steps, slots)))
 
         def encode(slot: tf.Tensor) -> tf.Tensor:
-            values = [tf.constant(c) if v is None else v.sparse_read(slot)
-                      for v, c in zip(self.values, self.constants, strict=True)]  # fmt: skip
+            values: list[Any] = [None if c is None else tf.constant(c) for c in self.constants]
+            for fields, packed, variable in self.groups:
+                row = variable.sparse_read(slot)
+                for i, value in zip(fields, tf.unstack(row) if packed else [row], strict=True):
+                    values[i] = value
             text = self.template.with_tensors(values).encode()
             return tf.strings.join(['{"step":', tf.strings.as_string(self.steps.sparse_read(slot)),
                                     ",", tf.strings.substr(text, 1, -1)])  # fmt: skip
