@@ -25,7 +25,10 @@ def test_demo_no_serve_logs_every_kind_of_summary(tmp_path):
     by_tag = {}
     for r in records:
         by_tag.setdefault((r.run.rsplit("/", 1)[-1], r.tag), []).append(r.step)
-    assert by_tag[("train", "train")] == list(range(0, 120, 10))
+    kept = {r.step for r in records if r.tag == "train" and r.fields.get("kept")}
+    assert kept == set(range(90 - 32, 90)) - {60, 70, 80}  # the outlier batch is at step 90
+    assert by_tag[("train", "train")] == sorted(set(range(0, 120, 10)) | kept)
+    assert by_tag[("train", "outlier")] == [90]
     assert by_tag[("validation", "validation")] == [0, 50, 100]
     assert by_tag[("train", "phase")] == [0, 120]
     train = next(r for r in records if r.tag == "train")

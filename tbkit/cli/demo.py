@@ -1,8 +1,11 @@
 """The README's main job: train a small classifier with tbkit, then serve TensorBoard.
 
 Synthetic data (three Gaussian blobs in 20 dimensions), so it runs offline in seconds. Every
-kind of tbkit summary is used: scalars, histograms, records, a ``when=`` anomaly record, a
+kind of tbkit summary is used: scalars, histograms, records, ``when=`` anomaly records, a
 plain ``text`` message, a user's own ``tf.summary`` call, and two runs (train, validation).
+One batch, three quarters of the way in, is an outlier (its features scaled by 100): the
+``outlier`` record fires, and the ``train`` record's flight recorder (``keep=32``) writes the
+32 steps before it, which the tbkit tab shows among the sampled ones (``kept == true``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import tensorflow as tf
 import tbkit
 
 FEATURES, CLASSES, BATCH = 20, 3, 64
+KEEP = 32  #: steps the train record's flight recorder keeps
+OUTLIER_SCALE = 100.0  #: how much the outlier batch's features are scaled
 
 
 @dataclasses.dataclass
@@ -74,7 +79,11 @@ def train(logdir: str, steps: int) -> str:
         for var, grad in zip(model.trainable_variables, grads, strict=True):
             tbkit.histogram(f"weights/{var.path}", var)
             tbkit.histogram(f"grads/{var.path}", grad)
-        tbkit.record("train", TrainingLog(loss, accuracy, lr, tf.linalg.global_norm(grads)))
+        tbkit.record("train", TrainingLog(loss, accuracy, lr, tf.linalg.global_norm(grads)),
+                     keep=KEEP)
+        largest = tf.reduce_max(tf.abs(x))
+        tbkit.record("outlier", {"largest_feature": largest, "loss": loss}, level="error",
+                     when=largest > 50.0)  # a batch no blob makes (|x| stays under about 6)
         tbkit.record("anomaly", {"loss": loss, "message": "loss is not finite"},
                      level="error", when=tf.logical_not(tf.math.is_finite(loss)))
         tf.summary.scalar("learning_rate", lr)  # plain tf.summary: follows the info level
@@ -95,9 +104,11 @@ def train(logdir: str, steps: int) -> str:
     with train_log, validation_log:
         with train_log.as_default():
             tbkit.text("phase", "training started", level="warning")
-        for _ in range(steps):
+        outlier_at = steps * 3 // 4
+        for i in range(steps):
             validation_step(*held_out)
-            train_step(*next(data))
+            x, y = next(data)
+            train_step(x * OUTLIER_SCALE if i == outlier_at else x, y)
         with train_log.as_default():
             tbkit.text("phase", f"training finished after {steps} steps", level="warning")
     return run

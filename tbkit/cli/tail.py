@@ -34,9 +34,10 @@ def _present(follower: events.Follower, printed: Printed) -> Iterator[Record]:
         run = events.scan(name, paths, source=follower.source)
         follower.readers[name] = run.reader
         seen: dict[str, events.Series] = {}
-        for datum in events.kept(run):
+        for datum in events.in_step_order(run):  # kept steps among their tag's records
             seen[datum.series.tag] = datum.series
-            printed[name, datum.series.tag] = (datum.step, datum.values)
+            if not datum.kept:
+                printed[name, datum.series.tag] = (datum.step, datum.values)
             yield from events.records(datum)
         events.warn_bad(seen.values())
 
@@ -55,7 +56,8 @@ def _appended(follower: events.Follower, printed: Printed) -> Iterator[Record]:
         if datum.restart and last is not None and last[0] == step \
                 and values[: len(last[1])] == last[1]:  # fmt: skip
             datum = datum._replace(values=values[len(last[1]) :])
-        printed[key] = (step, values)
+        if not datum.kept:  # a kept step is printed when its dump arrives, never re-written
+            printed[key] = (step, values)
         yield from events.records(datum)
 
 

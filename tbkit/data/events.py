@@ -16,11 +16,19 @@ store) stands on this module, so what a record *is* on the read side is decided 
   tag at that step or later. :class:`RunReader` marks such a datum (:attr:`Datum.restart`);
   incremental consumers (the plugin, ``tail -f``) drop what it pre-empts from what they hold,
   and :func:`scan` / :func:`kept` give a whole run after pre-emption.
+- **Kept steps** (``tbkit.record(..., keep=K)``). A dump is one datum of a tag of its own
+  (``<tag>/kept``, metadata version :data:`~tbkit.data.metadata.KEPT_VERSION`) at the trigger
+  step, whose objects carry their own ``"step"``. The reader yields it (kind :data:`KEPT`: it
+  holds no records and is never a restart), then one datum per object: a record of the original
+  tag at its own step, ``"kept": true`` added to its fields (:attr:`Datum.kept`). Those count
+  as the original tag's data for pre-emption, but never as a restart, so a dump supersedes
+  nothing. :func:`run_records` puts them in step order among the tag's records.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import json
 import math
 import re
@@ -34,11 +42,12 @@ from tensorboard.compat.proto import event_pb2, types_pb2
 from tbkit.data import frames, logdir, markers, metadata
 from tbkit.data.levels import LEVELS
 from tbkit.data.metadata import RESERVED_FIELDS
-from tbkit.data.rows import Record
+from tbkit.data.rows import Record, strict_json
 
-TBKIT, TEXT, OTHER = "tbkit", "text", "other"  #: what a tag holds, once decided
+TBKIT, TEXT, OTHER, KEPT = "tbkit", "text", "other", "kept"  #: what a tag holds, once decided
 WAIT_LIMIT = 1000  #: string data a tag may hold back waiting for metadata; then it is not ours
 TEXT_PLUGIN = "text"  #: TensorBoard's text plugin
+KEPT_FIELD = "kept"  #: the field (``true``) that marks a record expanded from kept steps
 _REPORT_EVERY = 1 << 18  # bytes between two progress reports
 Progress = Callable[[int], None]  # called with the number of bytes just read
 
@@ -46,7 +55,8 @@ Progress = Callable[[int], None]  # called with the number of bytes just read
 class Series:
     """One tag of one run: what it holds, and what its readers need to remember of it."""
 
-    __slots__ = ("run", "tag", "kind", "level", "last_step", "bad", "waiting", "over_cap")
+    __slots__ = ("run", "tag", "kind", "level", "last_step", "bad", "waiting", "over_cap",
+                 "kept_of")  # fmt: skip
 
     def __init__(self, run: str, tag: str):
         self.run, self.tag = run, tag
@@ -56,6 +66,7 @@ class Series:
         self.bad = 0  # objects that did not parse
         self.waiting: list[Datum] = []  # string data seen before its first metadata
         self.over_cap: dict[str, int] = {}  # field path → records holding an over-cap marker
+        self.kept_of: str | None = None  # KEPT: the tag whose kept steps it holds
 
 
 class Datum(NamedTuple):
@@ -69,6 +80,7 @@ class Datum(NamedTuple):
     values: list[bytes]  # JSON objects (TBKIT) or messages (TEXT): the tensor's strings
     restart: bool  # pre-empts its tag's earlier data at this step or later
     level: str | None = None  # TEXT: its records' level (its own metadata's mark, if any)
+    kept: bool = False  # a kept step expanded from a dump (see the module doc)
 
 
 def _decide(series: Series, meta: Any, quiet: bool) -> None:
@@ -91,7 +103,13 @@ def _decide(series: Series, meta: Any, quiet: bool) -> None:
             )
             series.kind = OTHER
             return
-        series.kind = TBKIT
+        try:
+            kept_of = metadata.parse_kept_of(meta.plugin_data.content)
+        except ValueError as e:
+            warn(f"skipping run {series.run!r} tag {series.tag!r}: {e}.")
+            series.kind = OTHER
+            return
+        series.kind, series.kept_of = (TBKIT, None) if kept_of is None else (KEPT, kept_of)
     elif plugin == TEXT_PLUGIN:
         series.kind = TEXT
         series.level = metadata.text_level(meta.summary_description)
@@ -179,6 +197,10 @@ class RunReader:
                             series.waiting.append(datum)  # numbered when it is released
                         continue
                     self.seq += 1
+                    if kind == KEPT:  # never a restart: its steps are its objects'
+                        yield datum
+                        yield from self._expand(datum)
+                        continue
                     last = series.last_step
                     series.last_step = datum.step
                     yield datum if last is None or datum.step > last else \
@@ -193,11 +215,53 @@ class RunReader:
             return
         level = series.level if series.kind == TEXT else None
         for datum in waiting:
+            if series.kind == KEPT:
+                self.seq += 1
+                dump = datum._replace(seq=self.seq - 1)
+                yield dump
+                yield from self._expand(dump)
+                continue
             last = series.last_step
             series.last_step = datum.step
             self.seq += 1
             yield datum._replace(seq=self.seq - 1, restart=last is not None and datum.step <= last,
                                  level=level)  # fmt: skip
+
+    def _expand(self, dump: Datum) -> Iterator[Datum]:
+        """A dump's kept steps, each a datum of the original tag at its own step."""
+        tag = dump.series.kept_of
+        original = self.series.get(tag)
+        if original is None:  # kept steps of a record whose schedule has not written yet
+            original = self.series[tag] = Series(self.name, tag)
+            original.kind = TBKIT
+        if original.kind not in (TBKIT, None):
+            return
+        for raw in dump.values:
+            try:
+                step, text = _unkept(raw)
+            except ValueError as e:
+                if not self.quiet:
+                    _bad(dump, e)
+                continue
+            self.seq += 1
+            yield Datum(original, step, dump.wall_time, self.seq - 1, [text], False, None, True)
+
+
+def _unkept(raw: bytes) -> tuple[int, bytes]:
+    """A kept object → its step, and its record's JSON with ``"kept": true`` for ``"step"``."""
+    try:
+        fields = _DECODER.decode(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if type(fields) is not dict:
+        raise ValueError(f"not a JSON object: {raw[:80]!r}")
+    step = fields.pop("step", None)
+    if type(step) is not int or step < 0:
+        raise ValueError(f"a kept step's 'step' is {step!r}, not a non-negative int")
+    if KEPT_FIELD in fields:
+        raise ValueError(f"a kept step has a field {KEPT_FIELD!r}")
+    fields[KEPT_FIELD] = True
+    return step, strict_json(fields).encode("utf-8")
 
 
 def _int(text: str) -> int | float:
@@ -277,6 +341,8 @@ def objects(datum: Datum, quiet: bool = False) -> Iterator[tuple[str, dict]]:
     skipped; unless ``quiet``, the first of its tag is warned about and the rest are counted
     (:func:`warn_bad`)."""
     series = datum.series
+    if series.kind == KEPT:  # its records come as the data it is expanded into
+        return
     if series.kind == TEXT:
         level = datum.level or series.level
         for raw in datum.values:
@@ -388,8 +454,10 @@ class RunScan:
     limits: dict[str, int]  # each file's end, as far as the pass read it
 
     def tags(self) -> list[str]:
-        """The run's tbkit and text tags that hold data, in first-written order."""
-        return list(self.counts)
+        """The run's tbkit and text tags that hold data, in first-written order (a tag of kept
+        steps is not one: its records are its original tag's)."""
+        series = self.reader.series
+        return [tag for tag in self.counts if series[tag].kind != KEPT]
 
     @property
     def size(self) -> int:
@@ -489,7 +557,7 @@ def superseded(run: RunScan) -> int:
     for datum, survives in _judged(run):
         if survives:
             kept[(datum.series.tag, datum.step)] = datum
-        else:
+        elif datum.series.kind != KEPT:  # a dump is never pre-empted data of its own
             lost.append(datum)
     return sum(
         len(datum.values) for datum in lost
@@ -506,12 +574,40 @@ def run_records(
     """A scanned run's records (of ``tags``, if given) after pre-emption, as ``read_records``
     gives them; unless ``quiet``, objects that do not parse are warned about and summed up."""
     seen: dict[str, Series] = {}
-    for datum in kept(run, tags, progress):
+    for datum in in_step_order(run, tags, progress):
         series = seen[datum.series.tag] = datum.series
         for level, fields in objects(datum, quiet):
             yield Record(series.run, series.tag, datum.step, datum.wall_time, level, fields)
     if not quiet:
         warn_bad(seen.values())
+
+
+def in_step_order(
+    run: RunScan, tags: Iterable[str] | None = None, progress: Progress | None = None
+) -> Iterator[Datum]:
+    """:func:`kept`, with each tag's kept steps moved among its other data in step order (a
+    step its schedule also wrote appears once: the schedule's). Reads a run with dumps twice
+    (once from memory when it fitted the budget)."""
+    if not any(s.kind == KEPT for s in run.reader.series.values()):
+        yield from kept(run, tags, progress)
+        return
+    waiting: dict[str, dict[int, Datum]] = {}  # tag → step → its kept datum (the last written)
+    for datum in kept(run, tags):
+        if datum.kept:
+            waiting.setdefault(datum.series.tag, {})[datum.step] = datum
+    queues = {tag: collections.deque(sorted(by_step.values(), key=lambda d: d.step))
+              for tag, by_step in waiting.items()}  # fmt: skip
+    for datum in kept(run, tags, progress):
+        if datum.kept:
+            continue
+        queue = queues.get(datum.series.tag)
+        while queue and queue[0].step <= datum.step:
+            first = queue.popleft()
+            if first.step < datum.step:
+                yield first
+        yield datum
+    for queue in queues.values():
+        yield from queue
 
 
 MAX_PAUSE = 30.0  #: longest wait between two looks at an object store that has nothing new

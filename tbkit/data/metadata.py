@@ -17,9 +17,17 @@ from tbkit.data.levels import LEVELS
 #: The name of tbkit's TensorBoard plugin; also the ``plugin_name`` of every record summary.
 PLUGIN_NAME = "tbkit"
 
-#: The version of the record layout this code writes and understands. A record summary whose
+#: The highest version of the record layout this code understands. A record summary whose
 #: metadata carries a higher version is skipped by readers (with one warning per run and tag).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: The version record summaries are written with: one JSON object per record, at the event's step.
+RECORD_VERSION = 1
+
+#: The version of a kept-steps summary (``tbkit.record(..., keep=K)``): its objects carry their
+#: own ``"step"``, and its plugin content names the record's tag (``"kept_of"``). Readers older
+#: than it skip the tag with one warning rather than misread it.
+KEPT_VERSION = 2
 
 #: What the event supplies (run, tag, step, wall time) and tbkit adds (level) to a record's
 #: fields: the first columns of every row, in this order. A record field may not use them.
@@ -36,11 +44,21 @@ def create_summary_metadata(description: str = "") -> summary_pb2.SummaryMetadat
 
     ``data_class`` is ``DATA_CLASS_TENSOR``: without it TensorBoard's data server drops the data.
     """
-    content = json.dumps({"version": SCHEMA_VERSION}, separators=(",", ":")).encode()
+    return _metadata({"version": RECORD_VERSION}, description)
+
+
+def create_kept_metadata(tag: str) -> summary_pb2.SummaryMetadata:
+    """Build the ``SummaryMetadata`` of the kept steps of the record ``tag`` (a dump)."""
+    return _metadata({"version": KEPT_VERSION, "kept_of": tag},
+                     f"kept steps of the tbkit record {tag!r}")  # fmt: skip
+
+
+def _metadata(content: dict, description: str) -> summary_pb2.SummaryMetadata:
+    data = json.dumps(content, separators=(",", ":")).encode()
     return summary_pb2.SummaryMetadata(
         summary_description=description,
         plugin_data=summary_pb2.SummaryMetadata.PluginData(
-            plugin_name=PLUGIN_NAME, content=content
+            plugin_name=PLUGIN_NAME, content=data
         ),
         data_class=summary_pb2.DATA_CLASS_TENSOR,
     )
@@ -60,6 +78,15 @@ def parse_plugin_content(content: bytes) -> int:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"not tbkit plugin content: version {version!r}")
     return version
+
+
+def parse_kept_of(content: bytes) -> str | None:
+    """The record tag whose kept steps a summary holds (:data:`KEPT_VERSION` content), or None
+    for a summary of records. Call it on content :func:`parse_plugin_content` accepted."""
+    kept_of = json.loads(content.decode("utf-8")).get("kept_of")
+    if kept_of is not None and not (isinstance(kept_of, str) and kept_of):
+        raise ValueError(f"not tbkit plugin content: kept_of {kept_of!r}")
+    return kept_of
 
 
 def create_text_metadata(level: str, description: str = "") -> summary_pb2.SummaryMetadata:

@@ -16,8 +16,9 @@ from typing import Any
 
 import tensorflow as tf
 
+from tbkit.data import levels
 from tbkit.data.errors import TbkitValueError
-from tbkit.summary import context, distribute, ops, recording, schedule
+from tbkit.summary import context, distribute, kept, ops, recording, schedule
 
 _LOOP_GRAPHS = ("WhileBodyFuncGraph", "WhileCondFuncGraph")  # tf.while_loop, scan, map_fn...
 
@@ -55,6 +56,8 @@ class StepCollector:
         self._pending: list[ops.Pending] = []
         self.strategy = None  # the strategy of the strategy.run its ops are called in, if any
         self._tags: dict[str, list] = {}  # tag → the graphs (body or branches) logging it
+        #: the rings of kept records were updated where the values were made (in an XLA body)
+        self.rings_updated = False
 
     @tf.autograph.experimental.do_not_convert
     def submit(self, pending: ops.Pending) -> None:
@@ -79,6 +82,7 @@ class StepCollector:
                 "after the loop (or pack the values in one record)."
             )
         else:  # inside a tf.cond branch of the user's: it cannot leave it, so guard it there
+            kept.refuse_outside_step(pending, f"inside a tf.cond branch of {self.name}")
             self.logger.write_guarded(pending, self.step, self.logger.threshold.value(),
                                       self.condition)
 
@@ -104,6 +108,8 @@ class StepCollector:
                 key = (pending.level, self.logger.schedule_for(pending))
             groups.setdefault(key, []).append(pending)
 
+        rings = self._keep()  # before the gate, so its branches see this step's slot
+        triggers = [p for p in self._pending if p.when is not None]
         threshold = self.logger.threshold.value()  # read once, for the gate and behind it
         gate, direct = self._gate(groups, threshold)
 
@@ -112,12 +118,45 @@ class StepCollector:
                     tf.control_dependencies(self.logger.open_checks()):
                 for key, batch in groups.items():
                     if key == direct:  # recorded exactly when the gate opens
-                        _write(batch, self.step)
+                        _write(batch, self.step, rings)
                     else:
                         recorded = self.logger.should_record(batch[0], self.step, threshold)
-                        _call_if(recorded, functools.partial(_write, batch, self.step))
+                        _call_if(recorded, functools.partial(_write, batch, self.step, rings))
+                if rings and triggers:
+                    fired = [self.logger.should_record(p, self.step, threshold) for p in triggers]
+                    fired_any = fired[0] if len(fired) == 1 else tf.reduce_any(tf.stack(fired))
+                    for pending in self._pending:
+                        ring = rings.get(id(pending))
+                        if ring is not None:  # the kept record's level must record, too
+                            due = tf.logical_and(fired_any, tf.less_equal(threshold, pending.level))
+                            _call_if(due, functools.partial(ring.dump, self.step))
 
         _call_if(gate, record)
+
+    def _keep(self) -> dict[int, kept.Ring]:
+        """Update the ring of every kept record with this step's values: its one cost per step."""
+        rings: dict[int, kept.Ring] = {}
+        tags = {pending.tag for pending in self._pending}
+        for pending in self._pending:
+            if pending.kept is None:
+                continue
+            where = f"tbkit.record({pending.tag!r}, keep={pending.kept.keep})"
+            every = self.logger.schedule_for(pending)
+            if pending.when is None and every == schedule.Schedule.every(1):
+                raise TbkitValueError(
+                    f"{where} records every step (its level's interval is 1), so there is "
+                    "nothing to keep. Give it every= or a level that samples, or drop keep=."
+                )
+            if kept.kept_tag(pending.tag) in tags:
+                raise TbkitValueError(
+                    f"{where} writes its kept steps under the tag {kept.kept_tag(pending.tag)!r}, "
+                    f"which {self.name} logs too: rename one of them."
+                )
+            ring = self.logger.kept_rings.get(pending, levels.LEVELS[pending.level])
+            if not self.rings_updated:
+                ring.update(self.step, pending.inputs)
+            rings[id(pending)] = ring
+        return rings
 
     def _gate(
         self, groups: dict[Any, list[ops.Pending]], threshold: tf.Tensor
@@ -151,9 +190,12 @@ class StepCollector:
         return gate, direct
 
 
-def _write(batch: list[ops.Pending], step: tf.Tensor) -> None:
+def _write(batch: list[ops.Pending], step: tf.Tensor, rings: dict[int, kept.Ring]) -> None:
     for pending in batch:
         ops.write(pending, step)
+        ring = rings.get(id(pending))
+        if ring is not None:  # written by its schedule: no dump writes this step again
+            ring.mark_sampled(step)
 
 
 def _call_if(pred: tf.Tensor, fn: Callable[[], None]) -> None:

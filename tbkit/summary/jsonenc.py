@@ -84,6 +84,11 @@ def _items(value: Any, tag: str | None, path: str | None) -> list[tuple[str, Any
     return [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
 
 
+def field_names(value: Any) -> list[str]:
+    """The top-level field names of a record (one :func:`walk` has accepted)."""
+    return [name for name, _ in _items(value, None, None)]
+
+
 def walk(
     value: Any, tag: str | None, level: str, leaf: Callable[[str | None, str, Any], Any]
 ) -> list[Any]:

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tbkit.data import levels
 from tbkit.data.errors import LoggerClosedError, TbkitTypeError, TbkitValueError, expected
-from tbkit.summary import context, ops, preemption, recording, restart, schedule, threshold
+from tbkit.summary import context, kept, ops, preemption, recording, restart, schedule, threshold
 from tbkit.summary.openflag import OpenFlag
 from tbkit.summary.profile import ProfileWindow, check_window
 from tbkit.summary.writer import FileWriter, UnflushedWriter
@@ -118,6 +118,7 @@ class SummaryLogger(tf.Module):
         self._owns_step = step is None
         self.step = _step_variable(step)
         self._track_threshold(threshold.Threshold(levels.level_index(level)))
+        self.kept_rings = kept.Rings()  # the rings of kept records (not checkpointed)
         self._earlier = restart.earlier_files(self._logdir)  # read before the writer's own
         self._writer = FileWriter(self._logdir, max_queue=max_queue, flush_millis=flush_millis)
         self._unflushed = UnflushedWriter(self._writer)
@@ -246,6 +247,7 @@ class SummaryLogger(tf.Module):
         now when eager, where the function traces otherwise. A decorated call's mute does not
         apply here: the threshold is read without it.
         """
+        kept.refuse_outside_step(pending, "outside a decorated step")
         condition = recording.state()
         if recording.is_off(condition):
             self._check_open()
@@ -278,6 +280,16 @@ class SummaryLogger(tf.Module):
                     ops.write(pending, step)
 
         tf.cond(recorded, write, lambda: None)
+
+    def write_kept(self) -> None:
+        """Write every kept record's kept steps now, at the current step, as a ``when=`` would
+        (the steps before it that no dump and no schedule wrote). Eager: call it from an
+        exception handler around a decorated step, or after the loop."""
+        self._check_open()
+        with tf.init_scope(), self.writing(), tf.summary.record_if(True):
+            step = self.step.read_value()
+            for ring in self.kept_rings:
+                ring.dump(step)
 
     def check_earlier_run(self) -> None:
         """Once, before the first write: warn (:class:`tbkit.SupersedeWarning`)

@@ -19,7 +19,7 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from tbkit.data import levels, metadata
 from tbkit.data.errors import NoActiveLoggerError, TbkitTypeError, TbkitValueError, expected
-from tbkit.summary import context, distribute, records, schedule
+from tbkit.summary import context, distribute, jsonenc, kept, records, schedule
 from tbkit.summary.summary_pb import DEFAULT_BUCKETS
 
 
@@ -39,6 +39,7 @@ class Pending:
         rebind: ``rebind(inputs)`` makes a ``build`` over other tensors of the same shapes and
             dtypes: how a value is carried out of an XLA body or reduced across replicas.
         labels: how messages name each input (a record's fields).
+        kept: a record's ``keep=`` (:class:`tbkit.summary.kept.Spec`), or None.
     """
 
     op: str
@@ -51,6 +52,7 @@ class Pending:
     inputs: tuple = ()
     rebind: Callable[[tuple], Callable[[], tf.Tensor]] | None = None
     labels: tuple = ()
+    kept: Any = None
 
     def label(self, index: int) -> str:
         """How messages name ``inputs[index]``: a record's field, or the op's value."""
@@ -78,7 +80,7 @@ def write(pending: Pending, step: tf.Tensor) -> None:
 
 def _submit(
     op: str, name: Any, level: Any, every: Any, when: Any, inputs: tuple, rebind, md,
-    reduce: str | None = None, labels: tuple = (),
+    reduce: str | None = None, labels: tuple = (), kept_spec: Any = None,
 ) -> None:
     if not isinstance(name, str) or not name:
         raise TbkitTypeError(expected("name", "a non-empty str", name))
@@ -103,7 +105,8 @@ def _submit(
                 "interval."
             )
         when = _as_condition(op, name, when)
-    pending = Pending(op, name, rank, own, when, rebind(inputs), md, inputs, rebind, labels)
+    pending = Pending(op, name, rank, own, when, rebind(inputs), md, inputs, rebind, labels,
+                      kept_spec)
     for each in distribute.replicate(pending, reduce):
         target.submit(each)
 
@@ -259,12 +262,18 @@ def record(
     every: int | schedule.Schedule | None = None,
     when: Any = None,
     reduce: str | None = None,
+    keep: int | None = None,
 ) -> None:
     """Log one structured record: a dataclass, namedtuple or dict of tensors and values.
 
     The record becomes one strict-JSON object (the fields plus ``"level"``) built in the graph
     on recorded steps; run, tag, step and wall time come from the event. Field problems are
     reported at trace time. ``reduce`` works as for :func:`scalar`, on every tensor field.
+
+    ``keep=K`` (in the body of a decorated step) keeps the record's values of the last K steps
+    in the graph; when a ``when=`` of the same step records, the steps before it that were not
+    written are written too, as records marked ``"kept": true`` (see :mod:`tbkit.summary.kept`
+    and docs/guide.md, "A flight recorder").
     """
     if not isinstance(name, str) or not name:
         raise TbkitTypeError(expected("name", "a non-empty str", name))
@@ -272,9 +281,10 @@ def record(
     template = records.template(name, value, level_name)
     md = metadata.create_summary_metadata()
     inputs = tuple(template.tensors)
-    labels = tuple(_field_label(name, leaf.where) for leaf in template._leaves)
+    labels = tuple(_field_label(name, leaf.where) for leaf in template.leaves)
+    spec = kept.check(name, keep, template, every, jsonenc.field_names(value))
     _submit("record", name, level, every, when, inputs, _record_build(template), md, reduce,
-            labels)
+            labels, spec)
 
 
 def _field_label(tag: str, where: str) -> str:

@@ -288,6 +288,12 @@ class RecordTemplate:
         self._pieces, self._leaves = pieces, leaves
         self.tensors = [leaf.tensor for leaf in leaves]
 
+    @property
+    def leaves(self) -> list[_Leaf]:
+        """The tensor fields, in field order: where each is (``where``), its tensor, and whether
+        its length is only known at run time (``unbounded``)."""
+        return list(self._leaves)
+
     def with_tensors(self, tensors: list[tf.Tensor] | tuple) -> RecordTemplate:
         """The same record over other tensors of the same dtypes and shapes, in field order
         (the values carried out of an XLA body, or all-reduced across replicas)."""

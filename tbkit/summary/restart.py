@@ -43,7 +43,8 @@ def warn_if_superseding(run_dir: str, paths: list[str], step: int) -> int:
         with warnings.catch_warnings():  # damage is the readers' to report, not the writer's
             warnings.simplefilter("ignore", DataLossWarning)
             for datum in events.kept(events.scan(".", paths, source=source)):
-                if datum.step >= step:
+                if datum.step >= step and datum.series.kind != events.KEPT:  # a dump's steps
+                    # come as data of their own
                     tag = datum.series.tag
                     per_tag[tag] = per_tag.get(tag, 0) + len(datum.values)
                     top = max(top, datum.step)

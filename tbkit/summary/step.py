@@ -113,6 +113,7 @@ class TrainStep:
                 *args, **kwargs
             )
             collector = StepCollector(logger, step, name)
+            collector.rings_updated = True  # in the compiled body
             for pending in inner["rebuild"](tensors):
                 collector.submit(pending)
             self._finish(collector, inner["collector"])

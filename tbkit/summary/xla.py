@@ -19,6 +19,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from tbkit.data import levels
 from tbkit.data.errors import TbkitValueError
 from tbkit.summary import distribute, ops
 from tbkit.summary.collector import StepCollector, _inside_loop
@@ -65,6 +66,9 @@ class XlaCollector(StepCollector):
                     )
         super().submit(pending)
         self.collected.append(pending)
+        if pending.kept is not None:  # the ring is written here, inside the compiled body
+            ring = self.logger.kept_rings.get(pending, levels.LEVELS[pending.level])
+            ring.update(self.step, pending.inputs)
 
 
 @tf.autograph.experimental.do_not_convert

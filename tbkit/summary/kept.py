@@ -1,0 +1,223 @@
+"""The flight recorder: ``tbkit.record(..., keep=K)`` keeps a record's last K steps in the graph.
+
+Each kept record owns a ring of typed variables, one per tensor field (shape ``[K + 1, ...]``:
+the K steps a dump may write, plus the step being run), and a step per slot. Every call of the
+decorated step writes its values at slot ``step % (K + 1)`` (a few ``scatter`` ops, outside the
+gate: no JSON, no host work); a step whose record is written by its own schedule marks its slot
+as sampled, so it is never written twice.
+
+A dump, when a ``when=`` of the same step records (or :meth:`SummaryLogger.write_kept`),
+JSON-encodes the valid slots of steps ``S - K … S - 1`` and writes them as ONE datum of the tag
+``<tag>/kept`` at the trigger step ``S``: each object carries its own ``"step"``, and readers
+expand them into records of ``<tag>`` at those steps (:func:`tbkit.data.events.expand`). So no
+tag's steps go backwards in the event files. A slot is valid when it holds a step of the
+current attempt (since the step last jumped: a new process, a checkpoint restore, an assigned
+step), after the last dump, and not sampled. The ring is not checkpointed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from tbkit.data import metadata
+from tbkit.data.errors import TbkitTypeError, TbkitValueError, expected
+from tbkit.summary import records
+
+#: The most memory the ring of one kept record may take: ``(keep + 1) ×`` its bytes per step,
+#: counting a string field at ``MAX_STRING_BYTES``.
+MAX_KEPT_BYTES = 64 << 20
+
+#: The field readers add to a kept record (``true``); a record with a field of that name
+#: cannot be kept.
+KEPT_FIELD = "kept"
+
+_NEVER = 2**62  # an origin no step reaches: nothing is valid before the first call
+
+
+class Spec:
+    """What ``keep=`` asked of one record: its ring length and its checked template."""
+
+    __slots__ = ("keep", "template")
+
+    def __init__(self, keep: int, template: records.RecordTemplate):
+        self.keep, self.template = keep, template
+
+
+def kept_tag(tag: str) -> str:
+    """The tag a record's kept steps are written under."""
+    return f"{tag}/kept"
+
+
+def check(
+    tag: str, keep: Any, template: records.RecordTemplate, every: Any, fields: list[str]
+) -> Spec | None:
+    """Check ``keep=`` at trace time; None when it is not given.
+
+    Raises:
+        TbkitValueError: ``keep`` is not a positive int, ``every=1``, a field is named
+            ``kept``, a vector's length is only known at run time, or the ring is too big.
+    """
+    if keep is None:
+        return None
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep <= 0:
+        raise TbkitValueError(expected("keep", "a positive int", keep))
+    if isinstance(every, int) and not isinstance(every, bool) and every == 1:
+        raise TbkitValueError(
+            f"tbkit.record({tag!r}, keep={keep}) with every=1: every step is written already, "
+            "so there is nothing to keep. Drop keep=, or sample less often."
+        )
+    where = f"tbkit.record({tag!r}, keep={keep})"
+    if KEPT_FIELD in fields:
+        raise TbkitValueError(
+            f"{where}: the record has a field named {KEPT_FIELD!r}, which readers add to kept "
+            "records. Rename the field."
+        )
+    per_step = 0
+    for leaf in template.leaves:
+        if leaf.unbounded:
+            path = leaf.where.split(" field ", 1)[1]
+            raise TbkitValueError(
+                f"{where}: field {path!r} is a vector whose length is only known at run time, "
+                "and a kept slot needs a fixed shape. Give it a static length (or pad it)."
+            )
+        elements = leaf.tensor.shape.num_elements()
+        width = records.MAX_STRING_BYTES if leaf.tensor.dtype == tf.string else \
+            leaf.tensor.dtype.size  # fmt: skip
+        per_step += elements * width
+    total = (keep + 1) * per_step
+    if total > MAX_KEPT_BYTES:
+        raise TbkitValueError(
+            f"{where} would keep {total} bytes ((keep + 1) × {per_step} bytes per step, a string "
+            f"field counted at {records.MAX_STRING_BYTES} bytes), over MAX_KEPT_BYTES "
+            f"({MAX_KEPT_BYTES}). Keep fewer steps or fewer fields."
+        )
+    return Spec(keep, template)
+
+
+class Ring:
+    """The variables that keep one record's recent steps, and the ops that use them.
+
+    Made once per (logger, tag, field shapes) under ``tf.init_scope``, so a step retraced with
+    the same record reuses it.
+    """
+
+    def __init__(self, tag: str, spec: Spec, level: str, inputs: tuple):
+        self.tag, self.keep, self.template = tag, spec.keep, spec.template
+        self.level = level
+        self.metadata = metadata.create_kept_metadata(tag)
+        slots = spec.keep + 1
+        # A string known at trace time (the only string a jit_compile=True body may log) is
+        # the same on every step: it is not kept, only remembered.
+        self.constants = [
+            tf.get_static_value(x) if x.dtype == tf.string else None for x in inputs
+        ]
+        # Scalars of one dtype share a [slots, n] variable: one scatter for all of them (the
+        # ring's cost is per op). Other fields have a [slots, *shape] variable each.
+        groups: dict[Any, list[int]] = {}
+        for i, (x, constant) in enumerate(zip(inputs, self.constants, strict=True)):
+            if constant is None:
+                key = x.dtype if x.shape.rank == 0 else ("alone", i)
+                groups.setdefault(key, []).append(i)
+        self.groups: list[tuple[list[int], bool, tf.Variable]] = []  # (fields, packed, ring)
+        with tf.init_scope():
+            for key, fields in groups.items():
+                x = inputs[fields[0]]
+                packed = not isinstance(key, tuple)
+                shape = [len(fields)] if packed else x.shape.as_list()
+                variable = tf.Variable(tf.zeros([slots, *shape], x.dtype), trainable=False,
+                                       name="kept_value")  # fmt: skip
+                self.groups.append((fields, packed, variable))
+            self.steps = tf.Variable(tf.fill([slots], tf.constant(-1, tf.int64)),
+                                     trainable=False, name="kept_steps")  # fmt: skip
+            self.last = tf.Variable(tf.constant(-2, tf.int64), trainable=False, name="kept_last")
+            self.origin = tf.Variable(tf.constant(_NEVER, tf.int64), trainable=False,
+                                      name="kept_origin")  # fmt: skip
+            self.dumped = tf.Variable(tf.constant(-1, tf.int64), trainable=False,
+                                      name="kept_dumped")  # fmt: skip
+
+    def _slot(self, step: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(tf.math.floormod(step, self.keep + 1), [1])
+
+    def update(self, step: tf.Tensor, inputs: tuple) -> None:
+        """Keep this step's values (every call, outside the gate)."""
+        at = tf.reshape(step, [1])
+        slot = tf.math.floormod(at, self.keep + 1)
+        for fields, packed, variable in self.groups:
+            row = tf.stack([inputs[i] for i in fields])[None] if packed else \
+                tf.expand_dims(inputs[fields[0]], 0)  # fmt: skip
+            variable.scatter_update(tf.IndexedSlices(row, slot))
+        self.steps.scatter_update(tf.IndexedSlices(at, slot))
+        # A step that does not follow the last one starts a new attempt: older slots are stale.
+        self.origin.assign(tf.where(tf.equal(step, self.last + 1), self.origin, step))
+        self.last.assign(step)
+
+    def mark_sampled(self, step: tf.Tensor) -> None:
+        """The record's own schedule wrote ``step``: a dump must not write it again."""
+        self.steps.scatter_update(
+            tf.IndexedSlices(tf.constant([-1], tf.int64), self._slot(step))
+        )
+
+    def dump(self, step: tf.Tensor) -> None:
+        """Write the valid kept steps before ``step`` as one datum of :func:`kept_tag` at
+        ``step`` (nothing if there are none); the caller enters the writer and record_if."""
+        step = tf.convert_to_tensor(step, tf.int64)
+        dumped = self.dumped.read_value()
+        low = tf.maximum(step - self.keep, self.origin.read_value())
+        # A dump at or after ``step`` is from a step that was run again: it says nothing now.
+        low = tf.where(dumped < step, tf.maximum(low, dumped + 1), low)
+        steps = self.steps.read_value()
+        slots = tf.where(tf.logical_and(steps >= low, steps < step))[:, 0]
+        slots = tf.gather(slots, tf.argsort(tf.gather(steps, slots)))
+
+        def encode(slot: tf.Tensor) -> tf.Tensor:
+            values: list[Any] = [None if c is None else tf.constant(c) for c in self.constants]
+            for fields, packed, variable in self.groups:
+                row = variable.sparse_read(slot)
+                for i, value in zip(fields, tf.unstack(row) if packed else [row], strict=True):
+                    values[i] = value
+            text = self.template.with_tensors(values).encode()
+            return tf.strings.join(['{"step":', tf.strings.as_string(self.steps.sparse_read(slot)),
+                                    ",", tf.strings.substr(text, 1, -1)])  # fmt: skip
+
+        def write() -> None:
+            texts = tf.map_fn(encode, slots, fn_output_signature=tf.string)
+            tf.summary.write(kept_tag(self.tag), texts, step=step, metadata=self.metadata)
+
+        tf.cond(tf.size(slots) > 0, write, lambda: None)
+        self.dumped.assign(step - 1)
+
+
+class Rings:
+    """A logger's rings, by tag and field signature. Not a ``tf.Module`` attribute that
+    checkpoints: the ring is scratch memory of this process."""
+
+    def __init__(self):
+        self._rings: dict[tuple, Ring] = {}
+
+    def get(self, pending: Any, level: str) -> Ring:
+        """The ring of a kept record's ``pending`` (made on first use)."""
+        signature = tuple((x.dtype.name, tuple(x.shape.as_list())) for x in pending.inputs)
+        key = (pending.tag, pending.kept.keep, signature)
+        ring = self._rings.get(key)
+        if ring is None:
+            for other in self._rings:
+                if other[0] == pending.tag:  # the record changed shape: one ring per tag
+                    del self._rings[other]
+                    break
+            ring = self._rings[key] = Ring(pending.tag, pending.kept, level, pending.inputs)
+        return ring
+
+    def __iter__(self):
+        return iter(list(self._rings.values()))
+
+
+def refuse_outside_step(pending: Any, where: str) -> None:
+    """``keep=`` works in the body of a decorated step only."""
+    if getattr(pending, "kept", None) is not None:
+        raise TbkitTypeError(
+            f"tbkit.record({pending.tag!r}, keep={pending.kept.keep}) is {where}: a kept "
+            "record needs the body of a step decorated with @log.train_step (outside any "
+            "tf.cond branch of its own), which updates its ring on every call."
+        )
