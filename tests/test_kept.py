@@ -326,17 +326,11 @@ def test_mirrored_strategy_keeps_replica_0_or_the_reduced_value(tmp_path):
 
 def test_keras_fit_and_optimizer_iterations_keep_steps(tmp_path):
     import keras
+    from test_keras import DenseModel
 
     from tbkit.keras import TensorBoardRecords
 
-    class KeptModel(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = keras.layers.Dense(1)
-
-        def call(self, x):
-            return self.dense(x)
-
+    class KeptModel(DenseModel):
         def train_step(self, data):
             x, y = data
             with tf.GradientTape() as tape:

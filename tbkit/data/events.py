@@ -91,6 +91,7 @@ def _decide(series: Series, meta: Any, quiet: bool) -> None:
     if plugin == metadata.PLUGIN_NAME:
         try:
             version = metadata.parse_plugin_content(meta.plugin_data.content)
+            kept_of = metadata.parse_kept_of(meta.plugin_data.content)
         except ValueError as e:
             warn(f"skipping run {series.run!r} tag {series.tag!r}: {e}.")
             series.kind = OTHER
@@ -101,12 +102,6 @@ def _decide(series: Series, meta: Any, quiet: bool) -> None:
                 f"version {version}, newer than version {metadata.SCHEMA_VERSION} that this "
                 "tbkit reads; upgrade tbkit."
             )
-            series.kind = OTHER
-            return
-        try:
-            kept_of = metadata.parse_kept_of(meta.plugin_data.content)
-        except ValueError as e:
-            warn(f"skipping run {series.run!r} tag {series.tag!r}: {e}.")
             series.kind = OTHER
             return
         series.kind, series.kept_of = (TBKIT, None) if kept_of is None else (KEPT, kept_of)
