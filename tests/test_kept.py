@@ -333,11 +333,7 @@ def test_keras_fit_and_optimizer_iterations_keep_steps(tmp_path):
     class KeptModel(DenseModel):
         def train_step(self, data):
             x, y = data
-            with tf.GradientTape() as tape:
-                y_pred = self(x, training=True)
-                loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
-            grads = tape.gradient(loss, self.trainable_variables)
-            self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+            y_pred, _, _ = self.descend(x, y)
             tbkit.record("custom", {"first_row": x[0, 0]}, every=4, keep=8)
             tbkit.record("anomaly", {"first_row": x[0, 0]}, level="error",
                          when=tf.equal(x[0, 0], 50.0))  # fmt: skip

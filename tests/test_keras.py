@@ -160,17 +160,23 @@ class DenseModel(keras.Model):
     def call(self, x):
         return self.dense(x)
 
+    def descend(self, x, y):
+        """One gradient step on a batch, as Keras's own train_step takes it: the prediction,
+        the loss and the gradients, for a custom train_step to log."""
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+        return y_pred, loss, grads
+
 
 class LoggingModel(DenseModel):
     """A subclassed model whose own train_step logs with tbkit and with tf.summary."""
 
     def train_step(self, data):
         x, y = data
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+        y_pred, loss, grads = self.descend(x, y)
         tbkit.scalar("grad_norm", tf.linalg.global_norm(grads), every=3)
         tbkit.record("custom", {"first_row": x[0, 0], "loss": loss}, every=2)
         tbkit.histogram("kernel", self.dense.kernel, level="debug", every=5)
