@@ -197,13 +197,13 @@ def test_data_that_never_get_metadata_are_not_held_for_ever(tmp_path):
 def test_a_second_pass_warns_about_nothing_the_first_did_not(tmp_path, monkeypatch):
     future = event_pb2.Event(step=0, wall_time=1.0)
     future.summary.CopyFrom(summary_pb.record_pb("future", {"i": 0}))
-    future.summary.value[0].metadata.plugin_data.content = b'{"version": 3}'
+    future.summary.value[0].metadata.plugin_data.content = b'{"version": 4}'
     (tmp_path / "events.out.tfevents.1").write_bytes(
         frames.frame(future.SerializeToString()) + record_frame(0, "t", {"i": 0}))
     monkeypatch.setattr(events, "DEFAULT_BUDGET", 0)  # every run read twice
     records, said = caught_warnings(lambda: list(tbkit.read_records(tmp_path)))
     assert [r.tag for r in records] == ["t"]
-    assert len(said) == 1 and "schema version 3" in said[0]
+    assert len(said) == 1 and "schema version 4" in said[0]
 
 
 def test_followers_back_off_only_while_an_object_store_has_nothing_new():

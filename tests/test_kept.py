@@ -100,7 +100,12 @@ def test_tensorboard_sees_one_datum_at_the_trigger_and_no_step_going_back(logdir
     assert [e.step for e in accumulator.Tensors("train")] == [0, 50, 100, 150, 200]
     meta = accumulator.SummaryMetadata("train/kept")
     assert meta.plugin_data.plugin_name == "tbkit"
-    assert json.loads(meta.plugin_data.content) == {"version": 2, "kept_of": "train"}
+    dtypes = {"loss": "float32", "grad_norm": "float64", "lr": "float32", "count": "int64",
+              "note": "string"}  # the record's, as its own metadata has them
+    assert json.loads(meta.plugin_data.content) == {"version": 3, "kept_of": "train",
+                                                    "dtypes": dtypes}  # fmt: skip
+    own = accumulator.SummaryMetadata("train").plugin_data.content
+    assert json.loads(own) == {"version": 3, "dtypes": dtypes}
 
 
 def test_two_triggers_within_keep_write_no_step_twice(logdir):

@@ -255,7 +255,7 @@ def test_newer_schema_is_skipped_with_one_warning(tmp_path):
         assert plugin.runs_impl() == {"runs": {}, "superseded": {}, "complete": True}
     assert [str(w.message) for w in caught] == [
         "tbkit: skipping run 'new' tag 't': its records have schema version 99, newer than "
-        "version 2 that this tbkit reads; upgrade tbkit."
+        "version 3 that this tbkit reads; upgrade tbkit."
     ]
     assert not plugin.is_active()
 

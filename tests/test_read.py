@@ -329,7 +329,7 @@ def test_resumed_run_preempts_like_tensorboard(tmp_path):
 def test_future_schema_is_skipped_with_one_warning(tmp_path):
     future = summary_pb2.SummaryMetadata()
     future.CopyFrom(metadata.create_summary_metadata())
-    future.plugin_data.content = b'{"version": 3}'
+    future.plugin_data.content = b'{"version": 4}'
     run = tmp_path / "r"
     write_events(run, [("new", s, datum(s)) for s in range(20)], meta=future)
     write_events(run, [("new", s, datum(s)) for s in range(20, 30)], meta=future)
@@ -337,8 +337,8 @@ def test_future_schema_is_skipped_with_one_warning(tmp_path):
     with pytest.warns(DataLossWarning) as caught:
         records = list(read_records(tmp_path))
     assert [str(w.message) for w in caught] == [
-        "tbkit: skipping run 'r' tag 'new': its records have schema version 3, newer than "
-        "version 2 that this tbkit reads; upgrade tbkit."
+        "tbkit: skipping run 'r' tag 'new': its records have schema version 4, newer than "
+        "version 3 that this tbkit reads; upgrade tbkit."
     ]
     assert rows(records) == expected_rows("r", ITEMS[:2])
 

@@ -5,7 +5,8 @@ store) stands on this module, so what a record *is* on the read side is decided 
 
 - **Which summaries.** A tag's first metadata decides it, as in TensorBoard: tbkit's own
   (plugin ``tbkit``, schema version at most :data:`~tbkit.data.metadata.SCHEMA_VERSION`; a
-  newer one is skipped with one warning naming run, tag and both versions) and TensorBoard's
+  newer one is skipped with one warning naming run, tag and both versions; the field dtypes
+  its writer recorded, from version 3 on, are kept as :attr:`Series.dtypes`) and TensorBoard's
   text plugin (``tf.summary.text`` from any code; each string is a record with a ``message``
   field, level ``info`` unless tbkit wrote it with another). String data seen before a tag's
   first metadata wait for it.
@@ -17,7 +18,7 @@ store) stands on this module, so what a record *is* on the read side is decided 
   incremental consumers (the plugin, ``tail -f``) drop what it pre-empts from what they hold,
   and :func:`scan` / :func:`kept` give a whole run after pre-emption.
 - **Kept steps** (``tbkit.record(..., keep=K)``). A dump is one datum of a tag of its own
-  (``<tag>/kept``, metadata version :data:`~tbkit.data.metadata.KEPT_VERSION`) at the trigger
+  (``<tag>/kept``, whose metadata names the record's tag, from version 2 on) at the trigger
   step, whose objects carry their own ``"step"``. The reader yields it (kind :data:`KEPT`: it
   holds no records and is never a restart), then one datum per object: a record of the original
   tag at its own step, ``"kept": true`` added to its fields (:attr:`Datum.kept`). Those count
@@ -56,7 +57,7 @@ class Series:
     """One tag of one run: what it holds, and what its readers need to remember of it."""
 
     __slots__ = ("run", "tag", "kind", "level", "last_step", "bad", "waiting", "over_cap",
-                 "kept_of")  # fmt: skip
+                 "kept_of", "dtypes")  # fmt: skip
 
     def __init__(self, run: str, tag: str):
         self.run, self.tag = run, tag
@@ -67,6 +68,9 @@ class Series:
         self.waiting: list[Datum] = []  # string data seen before its first metadata
         self.over_cap: dict[str, int] = {}  # field path → records holding an over-cap marker
         self.kept_of: str | None = None  # KEPT: the tag whose kept steps it holds
+        #: TBKIT, KEPT: field path → dtype its writer recorded (schema version 3 on); None
+        #: when it recorded none (older data)
+        self.dtypes: dict[str, str] | None = None
 
 
 class Datum(NamedTuple):
@@ -90,8 +94,7 @@ def _decide(series: Series, meta: Any, quiet: bool) -> None:
     warn = (lambda message: None) if quiet else frames.warn
     if plugin == metadata.PLUGIN_NAME:
         try:
-            version = metadata.parse_plugin_content(meta.plugin_data.content)
-            kept_of = metadata.parse_kept_of(meta.plugin_data.content)
+            version, kept_of, dtypes = metadata.parse_plugin_content(meta.plugin_data.content)
         except ValueError as e:
             warn(f"skipping run {series.run!r} tag {series.tag!r}: {e}.")
             series.kind = OTHER
@@ -105,6 +108,7 @@ def _decide(series: Series, meta: Any, quiet: bool) -> None:
             series.kind = OTHER
             return
         series.kind, series.kept_of = (TBKIT, None) if kept_of is None else (KEPT, kept_of)
+        series.dtypes = dtypes
     elif plugin == TEXT_PLUGIN:
         series.kind = TEXT
         series.level = metadata.text_level(meta.summary_description)
@@ -229,6 +233,7 @@ class RunReader:
         if original is None:  # kept steps of a record whose schedule has not written yet
             original = self.series[tag] = Series(self.name, tag)
             original.kind = TBKIT
+            original.dtypes = dump.series.dtypes  # its own metadata will not be read
         if original.kind not in (TBKIT, None):
             return
         for raw in dump.values:

@@ -33,6 +33,10 @@ from tbkit.summary.writer import UnflushedWriter
 #: The tag of the log lines unless ``tag=`` says otherwise.
 DEFAULT_TAG = "log"
 
+#: The dtypes a line's metadata records: its own fields are text; the values under ``"fields"``
+#: (a call's ``extra=``) have none, as each call may give other types.
+LINE_DTYPES = {"logger": "string", "message": "string", "exception": "string", "stack": "string"}
+
 _ERROR = 3
 # The (logger, tag) pairs an open SummaryHandler writes: a second one would pre-empt the first.
 _OPEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -98,7 +102,7 @@ class SummaryHandler(QueuedHandler):
             )
         self._flush_writer = logger.writer.flush
         self._tag = tag
-        self._metadata = metadata.create_summary_metadata()
+        self._metadata = metadata.create_summary_metadata(dtypes=LINE_DTYPES)
         self._read_step = variable_reader(logger.step)
         self._read_threshold = variable_reader(logger.threshold)
         self._tags = tags

@@ -231,6 +231,47 @@ def encode_leaf(tag: str | None, path: str, value: Any) -> str:
     )
 
 
+def dtypes(value: Any) -> dict[str, str]:
+    """Field path → dtype of each field of a record that has one (:func:`leaf_dtype`), as
+    ``tbkit.record`` records them in the summary's metadata."""
+    found: dict[str, str] = {}
+
+    def leaf(tag: str | None, path: str, field: Any) -> str:
+        dtype = leaf_dtype(field)
+        if dtype is not None:
+            found[path] = dtype
+        return ""
+
+    walk(value, None, LEVELS[0], leaf)
+    return found
+
+
+def leaf_dtype(value: Any) -> str | None:
+    """The dtype a field that is not a record is written from, as recorded in the summary's
+    metadata (:func:`tbkit.data.metadata.create_summary_metadata`): a numpy value's or a
+    tensor's dtype name (``"string"`` for text), ``"float64"`` for a Python float (written as
+    its ``repr``), ``"int64"``, ``"bool"``, ``"string"`` for Python ints, bools and text; a
+    list's, if its items other than ``None`` share one; else None (``None``, mixed lists)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, str | bytes):
+        return "string"
+    if isinstance(value, int):
+        return "int64"
+    if isinstance(value, float):
+        return "float64"
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None:  # numpy values, tensors, variables
+        name = getattr(dtype, "name", str(dtype))
+        return "string" if getattr(dtype, "kind", "") in ("U", "S", "O") else name
+    if isinstance(value, list | tuple):
+        found = {leaf_dtype(item) for item in value if item is not None}
+        return found.pop() if len(found) == 1 else None
+    return None
+
+
 def _check_length(where: str, length: int) -> None:
     if length > MAX_ARRAY_LENGTH:
         raise TbkitValueError(

@@ -106,7 +106,7 @@ class Ring:
     def __init__(self, tag: str, spec: Spec, level: str, inputs: tuple):
         self.tag, self.keep, self.template = tag, spec.keep, spec.template
         self.level = level
-        self.metadata = metadata.create_kept_metadata(tag)
+        self.metadata = metadata.create_kept_metadata(tag, spec.template.dtypes)
         slots = spec.keep + 1
         # A string known at trace time (the only string a jit_compile=True body may log) is
         # the same on every step: it is not kept, only remembered.

@@ -279,7 +279,7 @@ def record(
         raise TbkitTypeError(expected("name", "a non-empty str", name))
     level_name = levels.LEVELS[levels.level_index(level)]
     template = records.template(name, value, level_name)
-    md = metadata.create_summary_metadata()
+    md = metadata.create_summary_metadata(dtypes=template.dtypes)
     inputs = tuple(template.tensors)
     labels = tuple(_field_label(name, leaf.where) for leaf in template.leaves)
     spec = kept.check(name, keep, template, every, jsonenc.field_names(value))

@@ -282,11 +282,16 @@ class RecordTemplate:
 
     Attributes:
         tensors: the tensor fields in field order (lists of tensors stacked, variables read).
+        dtypes: field path → the dtype it is written from, for the summary's metadata
+            (:func:`tbkit.summary.jsonenc.leaf_dtype`; fields without one left out).
     """
 
-    def __init__(self, pieces: list[Any], leaves: list[_Leaf]):
+    def __init__(
+        self, pieces: list[Any], leaves: list[_Leaf], dtypes: dict[str, str] | None = None
+    ):
         self._pieces, self._leaves = pieces, leaves
         self.tensors = [leaf.tensor for leaf in leaves]
+        self.dtypes = {} if dtypes is None else dtypes
 
     @property
     def leaves(self) -> list[_Leaf]:
@@ -302,7 +307,7 @@ class RecordTemplate:
             twin = copy.copy(leaf)
             twin.set_tensor(tensor)
             leaves.append(twin)
-        return RecordTemplate(self._pieces, leaves)
+        return RecordTemplate(self._pieces, leaves, self.dtypes)
 
     def encode(self) -> tf.Tensor:
         """Build the ops that format the record: a scalar ``tf.string``, the JSON object text.
@@ -372,12 +377,16 @@ def template(tag: str, value: Any, level: str) -> RecordTemplate:
         raise TbkitTypeError(f"'tag' must be a str ({got(tag)}).")
     level = LEVELS[level_index(level)]
     leaves: list[_Leaf] = []
+    dtypes: dict[str, str] = {}
 
     def leaf(tag: str | None, path: str, field: Any) -> Any:
         tensor = _as_tensor(tag, path, field)
+        dtype = jsonenc.leaf_dtype(field if tensor is None else tensor)
+        if dtype is not None:
+            dtypes[path] = dtype
         if tensor is None:
             return jsonenc.encode_leaf(tag, path, field)
         leaves.append(_Leaf(tag, path, tensor))
         return len(leaves) - 1
 
-    return RecordTemplate(jsonenc.walk(value, tag, level, leaf), leaves)
+    return RecordTemplate(jsonenc.walk(value, tag, level, leaf), leaves, dtypes)

@@ -70,7 +70,7 @@ def record_pb(tag: str, value: Any, level: str = "info") -> summary_pb2.Summary:
     level = levels.LEVELS[levels.level_index(level)]
     text = jsonenc.encode_py(value, level, tag=tag)
     return _summary(tag, np.array([text.encode("utf-8")], dtype=object),
-                    metadata.create_summary_metadata())
+                    metadata.create_summary_metadata(dtypes=jsonenc.dtypes(value)))
 
 
 def text_pb(
