@@ -6,6 +6,7 @@ holds ``i`` in its first column, so a record can say which batch it was written 
 """
 
 import gc
+import json
 import pathlib
 import re
 import warnings
@@ -79,6 +80,10 @@ def test_default_policy_writes_batch_metrics_at_info_steps_and_epoch_metrics(tmp
     assert record.fields["loss"] == pytest.approx(float(written["batch_loss"][0][1]), rel=1e-6)
     assert record.fields["mae"] == pytest.approx(float(written["batch_mae"][0][1]), rel=1e-6)
     assert int(model.optimizer.iterations.numpy()) == PER_EPOCH
+    # The record's metadata says its fields are float32 (the plugin's table shows them so).
+    (_, first), *_ = values(str(tmp_path / "train"))["batch"]
+    assert json.loads(first.metadata.plugin_data.content) == {
+        "version": 3, "dtypes": {"loss": "float32", "mae": "float32"}}  # fmt: skip
 
 
 def test_steps_per_execution_over_several_epochs_keeps_the_global_batch_step(tmp_path):

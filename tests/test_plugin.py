@@ -85,11 +85,15 @@ def test_runs_tags_and_counts_nested_runs(plugin):
 def test_schema_types_and_flattened_names(plugin):
     got = plugin.schema_impl(MultiDict([("run", "exp/train"), ("tag", "train")]))["columns"]
     assert got == [
-        {"name": "run", "type": "string"}, {"name": "tag", "type": "string"},
-        {"name": "step", "type": "number"}, {"name": "wall_time", "type": "number"},
-        {"name": "level", "type": "string"}, {"name": "loss", "type": "number"},
-        {"name": "opt.lr", "type": "number"}, {"name": "note", "type": "string"},
-        {"name": "big", "type": "number"},
+        {"name": "run", "type": "string", "dtype": "string"},
+        {"name": "tag", "type": "string", "dtype": "string"},
+        {"name": "step", "type": "number", "dtype": "int64"},
+        {"name": "wall_time", "type": "number", "dtype": "float64"},
+        {"name": "level", "type": "string", "dtype": "string"},
+        {"name": "loss", "type": "number", "dtype": "float32"},
+        {"name": "opt.lr", "type": "number", "dtype": "float64"},  # a Python float
+        {"name": "note", "type": "string", "dtype": "string"},
+        {"name": "big", "type": "number", "dtype": "int64"},
     ]  # fmt: skip
     alert = plugin.schema_impl(MultiDict([("tag", "alert")]))["columns"]
     assert [c["name"] for c in alert][5:] == ["x"]

@@ -150,6 +150,17 @@ def test_record_over_http_is_the_export_line_parsed(server):
     assert (status, json.loads(body)["parameter"]) == (400, "id")
 
 
+def test_schema_and_records_carry_each_columns_dtype_over_http(server):
+    want = [("run", "string", "string"), ("tag", "string", "string"),
+            ("step", "number", "int64"), ("wall_time", "number", "float64"),
+            ("level", "string", "string"), ("loss", "number", "float32"),
+            ("note", "string", "string")]  # fmt: skip
+    schema = get_json(server, "/schema")["columns"]
+    assert [(c["name"], c["type"], c["dtype"]) for c in schema] == want
+    page = get_json(server, "/records", [("limit", "1")])
+    assert page["columns"] == schema
+
+
 def test_errors_over_http(server):
     status, content_type, body = get(server, PREFIX + "/records", [("where", "loss >")])
     assert (status, content_type) == (400, "application/json")

@@ -42,6 +42,8 @@ from tbkit_plugin import columns as col
 _BUILTINS = frozenset(BUILTIN_FIELDS)
 _BUILTIN_TYPES = {"run": "string", "tag": "string", "step": "number", "wall_time": "number",
                   "level": "string"}  # fmt: skip
+_BUILTIN_DTYPES = {"run": "string", "tag": "string", "step": "int64", "wall_time": "float64",
+                   "level": "string"}  # fmt: skip
 _FIRST_CHUNK, _MAX_CHUNK = 2_000, 50_000  # records per commit: small first, for a fast page
 _log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class Series:
     queued: list[events.Datum] = field(default_factory=list)  # live data waiting for a commit
     committed_top: int | None = None  # bound on the steps of its committed alive rows
     newest: events.Datum | None = None  # its committed datum at committed_top, if it is alive
+    dtypes: dict[str, str] | None = None  # field → dtype its writer recorded (None: unknown)
 
 
 @dataclass
@@ -199,7 +202,7 @@ class Store:
         if sid is None:
             with self.lock:
                 sid = run.tags[of.tag] = len(self.series)
-                self.series.append(Series(run.id, of.tag))
+                self.series.append(Series(run.id, of.tag, dtypes=of.dtypes))
         return sid
 
     def _take(self, datum: events.Datum) -> None:
@@ -330,13 +333,22 @@ class Store:
 
     def schema(self, runs: Iterable[str], tags: frozenset[str] | set[str] | None
                ) -> list[dict[str, Any]]:  # fmt: skip
-        """Columns (built-ins first, then fields in first-seen order) with inferred types."""
+        """Columns (built-ins first, then fields in first-seen order) with inferred types, and
+        the dtype every selected tag holding the field recorded for it (else None: unknown,
+        or not the same everywhere)."""
         merged: dict[str, np.ndarray] = {}
+        dtypes: dict[str, str | None] = {}
         for sid in self.series_of(runs, tags):
-            for name, kinds in list(self.series[sid].kinds.items()):
+            series = self.series[sid]
+            recorded = series.dtypes or {}
+            for name, kinds in list(series.kinds.items()):
                 merged[name] = merged[name] + kinds if name in merged else kinds
-        out = [{"name": n, "type": _BUILTIN_TYPES[n]} for n in BUILTIN_FIELDS]
-        return out + [{"name": n, "type": column_type(k)} for n, k in merged.items()]
+                dtype = recorded.get(name)
+                dtypes[name] = dtype if dtypes.get(name, dtype) == dtype else None
+        out = [{"name": n, "type": _BUILTIN_TYPES[n], "dtype": _BUILTIN_DTYPES[n]}
+               for n in BUILTIN_FIELDS]  # fmt: skip
+        return out + [{"name": n, "type": column_type(k), "dtype": dtypes[n]}
+                      for n, k in merged.items()]  # fmt: skip
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The built-in per-row arrays: sid, step, wall_time, level, seq, alive, run."""

@@ -76,6 +76,61 @@ export function numericFields(columns) {
       .map((c) => c.name);
 }
 
+// Numbers as their dtype reads them. JSON carries no dtype: the writer records each field's in
+// the summary's metadata, and /schema gives it per column (`dtype`, null when unknown or not
+// the same in every selected tag). A float32 is written with 9 significant digits
+// (0.00100000005, the float32 nearest 0.001); a cell shows the shortest text that reads back
+// as the same float32 (0.001). float16 and bfloat16 are written as the float32 they widen to,
+// so they are shown as that float32.
+const FLOAT32_DTYPES = ['float32', 'float16', 'bfloat16'];
+
+/** Whether `text` (a decimal number) reads back as the float32 `f`. */
+function readsBackAs(text, f) {
+  return Math.fround(Number(text)) === f;
+}
+
+/** The p-digit decimal that reads back as the float32 `a` (> 0, finite) and is closest to it,
+ * as text, or null when none does. Only the two p-digit decimals around `a` can: the one
+ * toExponential rounds to and its neighbour on the other side of `a`. */
+function closestWithDigits(a, p) {
+  const [mantissa, exponent] = a.toExponential(p - 1).split('e');
+  const m = Number(mantissa.replace('.', ''));  // p digits: a ≈ m·10^q
+  const q = Number(exponent) - (p - 1);
+  const low = 10 ** (p - 1);
+  const candidates = [`${m}e${q}`, `${m + 1}e${q}`,
+                      m > low ? `${m - 1}e${q}` : `${10 * low - 1}e${q - 1}`];
+  let best = null;
+  for (const text of candidates) {
+    if (readsBackAs(text, a) &&
+        (best === null || Math.abs(Number(text) - a) < Math.abs(Number(best) - a))) {
+      best = text;
+    }
+  }
+  return best;
+}
+
+/** The shortest decimal text that reads back as the float32 value `f` (a Number that holds a
+ * float32 exactly), in JavaScript's number notation: 0.001 → "0.001", 15.45 → "15.45",
+ * 1e-7 → "1e-7"; among texts of that length, the closest to `f`. */
+export function float32Text(f) {
+  if (!Number.isFinite(f) || f === 0) return String(f);
+  const a = Math.abs(f);
+  for (let p = 1; p <= 9; p++) {  // 9 significant digits always read back
+    const text = closestWithDigits(a, p);
+    if (text !== null) return (f < 0 ? '-' : '') + String(Number(text));
+  }
+  return String(f);
+}
+
+/** A number as a cell shows it: a float32 column's (dtype float32, float16, bfloat16) as
+ * float32Text, any other as JavaScript's shortest text, which is float64's (what the value
+ * was written as is in the record's detail and downloads). A value that is not a float32 in a
+ * float32 column (not written by tbkit) keeps its own text. */
+export function numberText(value, dtype) {
+  if (FLOAT32_DTYPES.includes(dtype) && Math.fround(value) === value) return float32Text(value);
+  return String(value);
+}
+
 /** The string fields of a schema (what the grouped view can group by, besides run and tag). */
 export function stringFields(columns) {
   return columns.filter((c) => c.type === 'string' && !BUILTIN_COLUMNS.includes(c.name))

@@ -2,7 +2,7 @@
 // the page only as text nodes or textContent, never as HTML: a field holding
 // "<img src=x onerror=…>" shows those characters. No innerHTML anywhere in this file.
 
-import {LEVELS, PAGE_SIZES, VIEWS, runColour} from './model.js';
+import {LEVELS, PAGE_SIZES, VIEWS, numberText, runColour} from './model.js';
 
 /** createElement with properties and children; a string child becomes a text node. */
 export function el(tag, props = {}, ...children) {
@@ -168,10 +168,19 @@ export function showDownloads(ui, jsonlUrl, csvUrl) {
   ui.csv.href = csvUrl;
 }
 
-/** A value as the text of a cell: strings as they are, the rest as JSON. */
-function cellText(value) {
+/** A value as the text of a cell: strings as they are, the rest as JSON; given the column's
+ * dtype, numbers (and a vector's numbers) as model.numberText shows them. */
+function cellText(value, dtype = null) {
   if (value === undefined) return '';
-  return typeof value === 'string' ? value : JSON.stringify(value);
+  if (typeof value === 'string') return value;
+  if (dtype !== null) {
+    if (typeof value === 'number') return numberText(value, dtype);
+    if (Array.isArray(value) && value.every((v) => typeof v !== 'object' || v === null)) {
+      return '[' + value.map((v) => (typeof v === 'number' ? numberText(v, dtype) :
+                                                               JSON.stringify(v))).join(',') + ']';
+    }
+  }
+  return JSON.stringify(value);
 }
 
 /** Whether a value is tbkit's over-cap marker (a string or vector too big to write whole). */
@@ -228,12 +237,12 @@ function wallTimeCell(value, utc) {
  * detail). onSort(name) and onRow(row) are the callbacks.
  */
 export function showTable(ui, columns, rows, state, {onSort, onRow, ids = [], selected = null}) {
-  const head = el('tr', {}, ...columns.map(({name, type}) => {
+  const head = el('tr', {}, ...columns.map(({name, type, dtype}) => {
     const sorted = state.sort === name;
     const arrow = sorted ? (state.order === 'desc' ? ' ▼' : ' ▲') : '';
     const time = name === 'wall_time';
     const title = time ? `${name}: date and time in ${zoneName(state.utc)}; click to sort` :
-        `${name} (${type}); click to sort`;
+        `${name} (${type}${dtype ? `, ${dtype}` : ''}); click to sort`;
     const th = el('th', {title, 'data-column': name,
                          'aria-sort': sorted ? (state.order === 'desc' ? 'descending' : 'ascending') : 'none'},
                   name, ...(time ? [el('span', {className: 'zone'}, ` (${zoneLabel(state.utc)})`)] : []),
@@ -244,14 +253,15 @@ export function showTable(ui, columns, rows, state, {onSort, onRow, ids = [], se
   }));
   const body = el('tbody', {}, ...rows.map((row, i) => {
     let overCap = false;
-    const tr = el('tr', {}, ...columns.map(({name}) => {
+    const tr = el('tr', {}, ...columns.map(({name, dtype = null}) => {
       const value = row[name];
       if (isOverCap(value)) {
         overCap = true;
         return el('td', {className: 'over-cap', title: cellText(value)}, `⚠ ${overCapText(value)}`);
       }
+      // The cell shows a number as its dtype reads it; its title, the value as written.
       const {text, title} = name === 'wall_time' ? wallTimeCell(value, state.utc) :
-          {text: cellText(value), title: cellText(value)};
+          {text: cellText(value, dtype), title: cellText(value)};
       const td = el('td', {title}, ...(name === 'run' && typeof value === 'string' ?
                                        [swatch(value)] : []), text);
       if (name === 'level' && LEVELS.includes(value)) td.className = `level-${value}`;
