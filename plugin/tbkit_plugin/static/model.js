@@ -91,22 +91,28 @@ function readsBackAs(text, f) {
 
 /** The p-digit decimal that reads back as the float32 `a` (> 0, finite) and is closest to it,
  * as text, or null when none does. Only the two p-digit decimals around `a` can: the one
- * toExponential rounds to and its neighbour on the other side of `a`. */
+ * toExponential rounds to and its neighbour on the other side of `a`. When `a` lies halfway
+ * between them (toExponential rounds that up), the one with an even last digit, as Python's
+ * repr and numpy do. */
 function closestWithDigits(a, p) {
   const [mantissa, exponent] = a.toExponential(p - 1).split('e');
   const m = Number(mantissa.replace('.', ''));  // p digits: a ≈ m·10^q
   const q = Number(exponent) - (p - 1);
   const low = 10 ** (p - 1);
-  const candidates = [`${m}e${q}`, `${m + 1}e${q}`,
-                      m > low ? `${m - 1}e${q}` : `${10 * low - 1}e${q - 1}`];
+  const below = m > low ? [m - 1, q] : [10 * low - 1, q - 1];
+  const longer = a.toExponential(p);  // p + 1 digits, exact when `a` is halfway
+  const halfway = /5e/.test(longer) && Number(longer) === a;
+  const candidates = halfway ? [[m, q], below].sort(([x], [y]) => (x % 2) - (y % 2)) :
+      [[m, q], [m + 1, q], below];
   let best = null;
-  for (const text of candidates) {
-    if (readsBackAs(text, a) &&
-        (best === null || Math.abs(Number(text) - a) < Math.abs(Number(best) - a))) {
-      best = text;
-    }
+  for (const [digits, power] of candidates) {
+    const text = `${digits}e${power}`;
+    if (!readsBackAs(text, a)) continue;
+    if (halfway) return text;  // both as close: the even one first
+    const distance = Math.abs(Number(text) - a);
+    if (best === null || distance < best.distance) best = {text, distance};
   }
-  return best;
+  return best === null ? null : best.text;
 }
 
 /** The shortest decimal text that reads back as the float32 value `f` (a Number that holds a
@@ -122,12 +128,15 @@ export function float32Text(f) {
   return String(f);
 }
 
-/** A number as a cell shows it: a float32 column's (dtype float32, float16, bfloat16) as
- * float32Text, any other as JavaScript's shortest text, which is float64's (what the value
- * was written as is in the record's detail and downloads). A value that is not a float32 in a
- * float32 column (not written by tbkit) keeps its own text. */
+/** A number as a cell shows it: a float32 column's (dtype float32, float16, bfloat16) as the
+ * float32Text of the float32 its text reads as (a float32 is written with 9 significant
+ * digits, which read as a double near it, not at it), any other as JavaScript's shortest
+ * text, which is float64's. What was written is in the record's detail and downloads. */
 export function numberText(value, dtype) {
-  if (FLOAT32_DTYPES.includes(dtype) && Math.fround(value) === value) return float32Text(value);
+  if (FLOAT32_DTYPES.includes(dtype)) {
+    const f = Math.fround(value);
+    if (Number.isFinite(f)) return float32Text(f);  // else not a float32 (not from tbkit)
+  }
   return String(value);
 }
 
