@@ -175,6 +175,45 @@ def test_a_restored_checkpoint_dumps_only_steps_of_the_current_attempt(tmp_path)
     assert steps(str(tmp_path))["train/kept"] == [105]
 
 
+def test_write_kept_right_after_a_restore_writes_no_step_of_the_earlier_attempt(tmp_path):
+    # The ring still holds steps 0-29 of the first attempt, and the slots of 4-19 hold the
+    # very steps a dump at 20 would write: only the calls that wrote them tell them apart.
+    poison = tf.Variable(False)
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+        step = make_step(log, 16, EVERY, poison)
+        checkpoint = tf.train.Checkpoint(logger=log)
+        for _ in range(20):
+            step()
+        path = checkpoint.save(str(tmp_path / "ckpt" / "c"))
+        for _ in range(10):
+            step()
+        checkpoint.restore(path)
+        log.write_kept()  # at step 20, before any call of this attempt: nothing
+        step()  # step 20
+        step()  # step 21
+        log.write_kept()  # at step 22: steps 20 and 21
+    records = by_step(tmp_path, ".")
+    assert {s for s, f in records.items() if f.get("kept")} == {20, 21}
+    assert steps(str(tmp_path))["train/kept"] == [22]
+
+
+def test_a_step_assigned_forward_by_a_multiple_of_the_ring_dumps_only_the_new_steps(tmp_path):
+    # K + 1 = 5 slots: after the jump from step 9 to 19 every slot index repeats.
+    poison = tf.Variable(False)
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+        step = make_step(log, 4, EVERY, poison)
+        for _ in range(10):
+            step()
+        log.step.assign(19)
+        for _ in range(2):
+            step()  # steps 19, 20
+        poison.assign(True)
+        step()  # a NaN at step 21
+    records = by_step(tmp_path, ".")
+    assert {s for s, f in records.items() if f.get("kept")} == {19, 20}
+    assert steps(str(tmp_path))["train/kept"] == [21]
+
+
 def test_a_real_tensorboard_serves_kept_steps_as_records_of_their_tag(logdir):
     with tbserver.tensorboard(str(logdir / "twice")) as port:
         prefix = f"http://127.0.0.1:{port}/data/plugin/tbkit"

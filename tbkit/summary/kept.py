@@ -1,10 +1,12 @@
 """The flight recorder: ``tbkit.record(..., keep=K)`` keeps a record's last K steps in the graph.
 
 Each kept record owns a ring of typed variables, one per tensor field (shape ``[K + 1, ...]``:
-the K steps a dump may write, plus the step being run), and a step per slot. Every call of the
-decorated step writes its values at slot ``step % (K + 1)`` (a few ``scatter`` ops, outside the
-gate: no JSON, no host work); a step whose record is written by its own schedule marks its slot
-as sampled, so it is never written twice.
+the K steps a dump may write, plus the step being run), and per slot the step and the number
+of the call that wrote it. Every call of the decorated step counts itself and writes its values
+and ``(step, call)`` at slot ``step % (K + 1)``: one count and one ``scatter`` per dtype of
+fields, plus one for the step, outside the gate (no JSON, no host work, no comparison). A step
+whose record is written by its own schedule marks its slot as sampled, so it is never written
+twice.
 
 A dump, when a ``when=`` of the same step records (or :meth:`SummaryLogger.write_kept`),
 JSON-encodes the valid slots of steps ``S - K … S - 1`` and writes them as ONE datum of the tag
@@ -12,7 +14,11 @@ JSON-encodes the valid slots of steps ``S - K … S - 1`` and writes them as ONE
 expand them into records of ``<tag>`` at those steps (:func:`tbkit.data.events.expand`). So no
 tag's steps go backwards in the event files. A slot is valid when it holds a step of the
 current attempt (since the step last jumped: a new process, a checkpoint restore, an assigned
-step), after the last dump, and not sampled. The ring is not checkpointed.
+step), after the last dump, and not sampled. The attempt is found at dump time, not per step:
+walking back from ``S - 1``, step ``S - j`` belongs to it while its slot holds that step,
+written by the call ``j`` calls before the current one, and so on for every step in between
+(a jump breaks the chain: the calls before it wrote other steps, or the slots of these steps
+hold older calls). The ring is not checkpointed.
 """
 
 from __future__ import annotations
@@ -32,9 +38,6 @@ MAX_KEPT_BYTES = 64 << 20
 #: The field readers add to a kept record (``true``); a record with a field of that name
 #: cannot be kept.
 KEPT_FIELD = "kept"
-
-_NEVER = 2**62  # an origin no step reaches: nothing is valid before the first call
-
 
 class Spec:
     """What ``keep=`` asked of one record: its ring length and its checked template."""
@@ -129,47 +132,71 @@ class Ring:
                 variable = tf.Variable(tf.zeros([slots, *shape], x.dtype), trainable=False,
                                        name="kept_value")  # fmt: skip
                 self.groups.append((fields, packed, variable))
-            self.steps = tf.Variable(tf.fill([slots], tf.constant(-1, tf.int64)),
+            #: Per slot, the step it holds (``-2 - step`` once its schedule wrote it) and the
+            #: number of the call that wrote it; -1 (no step, no call) before any call.
+            self.steps = tf.Variable(tf.fill([slots, 2], tf.constant(-1, tf.int64)),
                                      trainable=False, name="kept_steps")  # fmt: skip
-            self.last = tf.Variable(tf.constant(-2, tf.int64), trainable=False, name="kept_last")
-            self.origin = tf.Variable(tf.constant(_NEVER, tf.int64), trainable=False,
-                                      name="kept_origin")  # fmt: skip
+            #: Calls of the step that updated the ring, counted by the update itself.
+            self.calls = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="kept_calls")
             self.dumped = tf.Variable(tf.constant(-1, tf.int64), trainable=False,
                                       name="kept_dumped")  # fmt: skip
 
-    def _slot(self, step: tf.Tensor) -> tf.Tensor:
-        return tf.reshape(tf.math.floormod(step, self.keep + 1), [1])
-
     def update(self, step: tf.Tensor, inputs: tuple) -> None:
-        """Keep this step's values (every call, outside the gate)."""
-        at = tf.reshape(step, [1])
-        slot = tf.math.floormod(at, self.keep + 1)
+        """Keep this step's values (every call, outside the gate): count the call, then one
+        scatter per group of fields and one of ``(step, call)``, all at the step's slot."""
+        call = self.calls.assign_add(1)
+        slot = tf.math.floormod(step, self.keep + 1)  # a scalar index: rows need no reshape
         for fields, packed, variable in self.groups:
-            row = tf.stack([inputs[i] for i in fields])[None] if packed else \
-                tf.expand_dims(inputs[fields[0]], 0)  # fmt: skip
+            row = tf.stack([inputs[i] for i in fields]) if packed else inputs[fields[0]]
             variable.scatter_update(tf.IndexedSlices(row, slot))
-        self.steps.scatter_update(tf.IndexedSlices(at, slot))
-        # A step that does not follow the last one starts a new attempt: older slots are stale.
-        self.origin.assign(tf.where(tf.equal(step, self.last + 1), self.origin, step))
-        self.last.assign(step)
+        self.steps.scatter_update(tf.IndexedSlices(tf.stack([step, call]), slot))
 
     def mark_sampled(self, step: tf.Tensor) -> None:
-        """The record's own schedule wrote ``step``: a dump must not write it again."""
-        self.steps.scatter_update(
-            tf.IndexedSlices(tf.constant([-1], tf.int64), self._slot(step))
-        )
+        """The record's own schedule wrote ``step``: a dump must not write it again. The slot
+        keeps the step (as ``-2 - step``) and its call, so the attempt's chain goes on."""
+        row = tf.stack([-2 - step, self.calls.read_value()])  # after this call's update
+        self.steps.scatter_update(tf.IndexedSlices(row, tf.math.floormod(step, self.keep + 1)))
+
+    def valid_slots(self, step: tf.Tensor) -> tf.Tensor:
+        """The slots a dump at ``step`` writes, in step order: steps ``step - K … step - 1``
+        of the current attempt, after the last dump, not sampled.
+
+        Step ``step - j`` is of the current attempt when it and every step after it were
+        written by the calls just before this one: its slot holds that step and the call
+        ``calls - j`` (a dump runs in the call of ``step``, after its update; from
+        :meth:`SummaryLogger.write_kept`, after that call, so ``j - 1`` there).
+        """
+        step = tf.convert_to_tensor(step, tf.int64)
+        back = tf.range(1, self.keep + 1, dtype=tf.int64)  # j: step - j is j steps back
+        before = step - back
+        rows = tf.gather(self.steps.read_value(), tf.math.floormod(before, self.keep + 1))
+        held, call = rows[:, 0], rows[:, 1]
+        sampled = held < -1
+        held = tf.where(sampled, -2 - held, held)
+        calls = self.calls.read_value()
+        # The call of ``step`` itself has updated the ring, unless the dump comes after it.
+        latest = tf.where(self._latest_is(step), calls, calls + 1)
+        chained = tf.logical_and(tf.equal(held, before), tf.equal(call, latest - back))
+        chained = tf.equal(tf.math.cumprod(tf.cast(chained, tf.int64)), 1)  # no gap after it
+        dumped = self.dumped.read_value()
+        # A dump at or after ``step`` is from a step that was run again: it says nothing now.
+        fresh = tf.logical_or(dumped >= step, before > dumped)
+        valid = tf.logical_and(tf.logical_and(chained, fresh),
+                               tf.logical_and(tf.logical_not(sampled), before >= 0))
+        return tf.reverse(tf.math.floormod(tf.boolean_mask(before, valid), self.keep + 1), [0])
+
+    def _latest_is(self, step: tf.Tensor) -> tf.Tensor:
+        """Whether the last update was at ``step`` (a dump in its call) rather than before it
+        (:meth:`SummaryLogger.write_kept` after the call)."""
+        row = self.steps.sparse_read(tf.math.floormod(step, self.keep + 1))
+        held = tf.where(row[0] < -1, -2 - row[0], row[0])
+        return tf.logical_and(tf.equal(held, step), tf.equal(row[1], self.calls.read_value()))
 
     def dump(self, step: tf.Tensor) -> None:
         """Write the valid kept steps before ``step`` as one datum of :func:`kept_tag` at
         ``step`` (nothing if there are none); the caller enters the writer and record_if."""
         step = tf.convert_to_tensor(step, tf.int64)
-        dumped = self.dumped.read_value()
-        low = tf.maximum(step - self.keep, self.origin.read_value())
-        # A dump at or after ``step`` is from a step that was run again: it says nothing now.
-        low = tf.where(dumped < step, tf.maximum(low, dumped + 1), low)
-        steps = self.steps.read_value()
-        slots = tf.where(tf.logical_and(steps >= low, steps < step))[:, 0]
-        slots = tf.gather(slots, tf.argsort(tf.gather(steps, slots)))
+        slots = self.valid_slots(step)
 
         def encode(slot: tf.Tensor) -> tf.Tensor:
             values: list[Any] = [None if c is None else tf.constant(c) for c in self.constants]
@@ -178,8 +205,9 @@ class Ring:
                 for i, value in zip(fields, tf.unstack(row) if packed else [row], strict=True):
                     values[i] = value
             text = self.template.with_tensors(values).encode()
-            return tf.strings.join(['{"step":', tf.strings.as_string(self.steps.sparse_read(slot)),
-                                    ",", tf.strings.substr(text, 1, -1)])  # fmt: skip
+            held = self.steps.sparse_read(slot)[0]
+            return tf.strings.join(['{"step":', tf.strings.as_string(held), ",",
+                                    tf.strings.substr(text, 1, -1)])  # fmt: skip
 
         def write() -> None:
             texts = tf.map_fn(encode, slots, fn_output_signature=tf.string)
