@@ -7,6 +7,9 @@ call, and compares the (tag, step, value) sets read back with TensorBoard's own 
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -279,3 +282,23 @@ def test_refused_with_a_profile_window(tmp_path):
         "'steps_per_call' must be 1 on a logger with profile_steps (got 8 for 'identity'): "
         "the profiler window is counted on the host, one step per call."
     )
+
+
+def test_mirrored_strategy_on_two_cpus(tmp_path):
+    """strategy.run inside the step, a distributed iterator: the same records, values and
+    returned values (PerReplica ones too) as one step per call."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multistep_mirrored_run.py")
+    one, many = tmp_path / "one", tmp_path / "many"
+    proc = subprocess.run([sys.executable, script, str(one), str(many)], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single, multi = (json.loads(line) for line in proc.stdout.strip().splitlines())
+    assert single["final_step"] == multi["final_step"] == 12
+    assert single["traces"] == multi["traces"] == 1
+    last = [4, 9, 11]  # calls of 5, 5 and 2 steps
+    assert multi["sums"] == [single["sums"][s] for s in last]
+    assert multi["each"] == [single["each"][s] for s in last]
+    assert written(many) == written(one)
+    tags = {tag for tag, *_ in written(one)}
+    assert tags == {"local", "mean", "each/replica_0", "each/replica_1", "fields", "w", "late"}
+    assert [r.step for r in tbkit.read_records(str(many))] == [0, 3, 6, 9]

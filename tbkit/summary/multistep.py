@@ -66,9 +66,10 @@ class MultiStep(TrainStep):
     keyword arguments are passed to every step as they are.
 
     Returns:
-        The last step's outputs. Tensors (and composite tensors such as ``PerReplica``) are
-        carried through the loop, so they must keep their dtypes and shapes from step to step;
-        other values (None, Python numbers) are those of the first trace.
+        The last step's outputs. Tensors (and the tensors of composites such as the
+        ``PerReplica`` values of ``strategy.run``) are carried through the loop, so they must
+        keep their dtypes and shapes from step to step; other values (None, Python numbers)
+        are those of the first trace; a variable is read at the end of the step.
 
     Raises:
         StopIteration: the data had ended before the call (no step ran); raised from the
@@ -114,14 +115,14 @@ class MultiStep(TrainStep):
             # the data fails with no effect (not even the step's advance, which reads no data).
             with tf.control_dependencies(tf.nest.flatten(element, expand_composites=True)):
                 outputs = step(element)
-            leaves = tf.nest.flatten(outputs)
+            leaves = tf.nest.flatten(outputs, expand_composites=True)  # PerReplica → tensors
             carried = [i for i, leaf in enumerate(leaves) if tf.is_tensor(leaf)]
 
             def more(i, values, optional):
                 return tf.logical_and(i < n - 1, optional.has_value())
 
             def another(i, values, optional):
-                later = tf.nest.flatten(step(optional.get_value()))
+                later = tf.nest.flatten(step(optional.get_value()), expand_composites=True)
                 if len(later) != len(leaves):
                     raise TbkitValueError(
                         f"{self._name} returned {len(later)} values in a later step and "
@@ -136,7 +137,7 @@ class MultiStep(TrainStep):
             _, last, _ = tf.while_loop(more, another, start)
             for k, value in zip(carried, last, strict=True):
                 leaves[k] = value
-            return tf.nest.pack_sequence_as(outputs, leaves)
+            return tf.nest.pack_sequence_as(outputs, leaves, expand_composites=True)
 
         return body
 
