@@ -134,7 +134,9 @@ class MultiStep(TrainStep):
                 return i + 1, [later[k] for k in carried], following
 
             start = (tf.constant(0), [leaves[k] for k in carried], iterator.get_next_as_optional())
-            _, last, _ = tf.while_loop(more, another, start)
+            # One iteration at a time: a step's reads and writes of its variables (the step's
+            # own among them) must not overlap the next step's.
+            _, last, _ = tf.while_loop(more, another, start, parallel_iterations=1)
             for k, value in zip(carried, last, strict=True):
                 leaves[k] = value
             return tf.nest.pack_sequence_as(outputs, leaves, expand_composites=True)
