@@ -55,6 +55,7 @@ from tensorboard.plugins.histogram.summary_v2 import _buckets  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tbkit  # noqa: E402
+import tbkit.keras  # noqa: E402
 from tbkit.summary.ops import bucketize  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
@@ -483,6 +484,194 @@ def print_tables(e2e, micro, hist, args):
           "(np.allclose).")
 
 
+# -- N steps per call: @log.train_step(steps_per_call=N) and Keras steps_per_execution ---------
+# The call of a small tf.function costs hundreds of µs on the host; running N steps per call
+# (each logged as its own call) removes most of it. Measured end to end on the MLP against the
+# bare one-step-per-call loop; then checked: N steps per call wrote exactly the records (tag,
+# step, value) of the one-step loop, on a fresh model of the same seed.
+
+STEPS_PER_CALL = (10, 50)
+EXACT_STEPS = 1001  # every sampling period (10, 100, 1 000) covered; not a multiple of 50
+
+
+def repeated(data):
+    """The MLP's batches as an endless tf.data iterator (the same batches as the bare loop's)."""
+    return iter(tf.data.Dataset.from_tensor_slices(data).batch(BATCH, drop_remainder=True)
+                .repeat())
+
+
+def tbkit_logged_step(log, body, weights, **options):
+    """The end-to-end table's tbkit configuration (``with_tbkit``, histograms named by their
+    weight's position), decorated with ``options``."""
+
+    @log.train_step(**options)
+    def step(x, y):
+        m = body(x, y)
+        tbkit.record("train", m, every=REC_EVERY)
+        tbkit.scalar("loss", m["loss"])
+        tbkit.scalar("accuracy", m["accuracy"])
+        for k, v in enumerate(weights):  # named by position: the same in every fresh model
+            tbkit.histogram(f"weights/{k}", v.value, level="debug")
+        return m["loss"]
+
+    return step
+
+
+def multi_runner(step, data, n):
+    """A block runner for a step that runs ``n`` steps per call on an endless iterator."""
+    iterator = repeated(data)
+
+    def run(steps):
+        out = None
+        for _ in range(steps // n):
+            out = step(iterator)
+        out.numpy()
+
+    return run
+
+
+def steps_per_call_runners(workload, tmp):
+    body, weights, batches, data = workload[:4]
+    runners = {"bare, one step per call": block_runner(bare(body, weights, tmp), batches),
+               "tbkit, one step per call": block_runner(with_tbkit(body, weights, tmp),
+                                                        batches)}
+    for n in STEPS_PER_CALL:
+        log = tbkit.SummaryLogger(tempfile.mkdtemp(dir=tmp),
+                                  every={"info": INFO_EVERY, "debug": DEBUG_EVERY})
+        CLOSERS.append(log.close)
+        runners[f"tbkit, steps_per_call={n}"] = multi_runner(
+            tbkit_logged_step(log, body, weights, steps_per_call=n), data, n)
+    quiet = tbkit.SummaryLogger(tempfile.mkdtemp(dir=tmp))
+    CLOSERS.append(quiet.close)
+    runners["no tbkit op, steps_per_call=10"] = multi_runner(
+        quiet.train_step(steps_per_call=10)(lambda x, y: body(x, y)["loss"]), data, 10)
+    runners.update(keras_spe_runners(data, tmp))
+    return runners
+
+
+def keras_spe_runners(data, tmp, spe=10):
+    """``fit(steps_per_execution=spe)`` on models of their own, without and with tbkit's
+    callback (its default configuration)."""
+    ds = tf.data.Dataset.from_tensor_slices(data).batch(BATCH, drop_remainder=True).repeat()
+    runners = {}
+    for name, callbacks in ((f"keras fit(steps_per_execution={spe})", []),
+                            (f"keras fit(steps_per_execution={spe}) + TensorBoardRecords",
+                             [tbkit.keras.TensorBoardRecords(tempfile.mkdtemp(dir=tmp))])):
+        model = make_model()
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
+                      jit_compile=False, steps_per_execution=spe,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        CLOSERS.extend(c.close for c in callbacks)
+
+        def run(n, model=model, callbacks=callbacks):
+            model.fit(ds, steps_per_epoch=n, epochs=1, verbose=0, shuffle=False,
+                      callbacks=callbacks)
+
+        runners[name] = run
+    return runners
+
+
+def written_set(logdir):
+    """Every (tag, step, value) a run wrote, read back with TensorBoard's loader."""
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.util import tensor_util
+
+    found = set()
+    for path in sorted(tf.io.gfile.glob(os.path.join(logdir, "*tfevents*"))):
+        for event in event_file_loader.EventFileLoader(path).Load():
+            for value in event.summary.value:
+                array = tensor_util.make_ndarray(value.tensor)
+                found.add((value.tag, event.step, array.dtype.str, repr(array.tolist())))
+    return found
+
+
+def exactness_check(tmp, steps=EXACT_STEPS):
+    """Train fresh models of one seed for ``steps`` steps, one step per call and N per call;
+    whether each wrote exactly what the one-step loop wrote."""
+    written = {}
+    for n in (1, *STEPS_PER_CALL):
+        keras.utils.set_random_seed(0)
+        body, weights, batches, data = mlp_workload()[:4]
+        logdir = tempfile.mkdtemp(dir=tmp)
+        with tbkit.SummaryLogger(logdir, every={"info": INFO_EVERY, "debug": DEBUG_EVERY}) as log:
+            if n == 1:
+                step = tbkit_logged_step(log, body, weights)
+                for i in range(steps):
+                    step(*batches[i % len(batches)])
+            else:
+                step = tbkit_logged_step(log, body, weights, steps_per_call=n)
+                ds = tf.data.Dataset.from_tensor_slices(data).batch(BATCH, drop_remainder=True)
+                iterator = iter(ds.repeat().take(steps))
+                while True:  # the last call is a partial one, then StopIteration
+                    try:
+                        step(iterator)
+                    except StopIteration:
+                        break
+            assert int(log.step.numpy()) == steps
+        written[n] = written_set(logdir)
+    one = written[1]
+    tags = sorted({t for t, *_ in one})
+    return {"steps": steps, "records": len(one), "tags": tags,
+            **{f"steps_per_call={n}": {"same_records": written[n] == one,
+                                       "same_tag_steps": {r[:2] for r in written[n]}
+                                       == {r[:2] for r in one}}
+               for n in STEPS_PER_CALL}}
+
+
+def block_of_whole_calls(steps):
+    """``steps`` rounded up to a multiple of every N, so that blocks are whole calls."""
+    lcm = int(np.lcm.reduce(STEPS_PER_CALL))
+    return -(-steps // lcm) * lcm
+
+
+def steps_per_call_section(args, tmp):
+    workload = mlp_workload()
+    exact = exactness_check(tmp)
+    block = block_of_whole_calls(args.steps_per_block)
+    times = interleave(steps_per_call_runners(workload, tmp), args.rounds, block)
+    rows = []
+    base = times["bare, one step per call"]
+    for name, t in times.items():
+        ratio = quartiles(t / base)
+        rows.append({"variant": name, "ms_per_step": float(np.median(t)) * 1e3,
+                     "ratio_median": ratio[0], "ratio_q1": ratio[1], "ratio_q3": ratio[2],
+                     "ratio_of_totals": float(t.sum() / base.sum()),
+                     "seconds_per_step_by_round": t.tolist()})
+    return {"rows": rows, "exact": exact}
+
+
+def print_steps_per_call(section, args):
+    print(f"\n## N steps per call: MLP, tbkit's configuration, against the bare one-step loop "
+          f"({args.rounds} rounds x {block_of_whole_calls(args.steps_per_block)} steps)\n\n"
+          "| variant | median ms/step | median ratio to bare | IQR of ratio | total-time ratio |\n"
+          "|---|---:|---:|---:|---:|")
+    for r in section["rows"]:
+        print(f"| {r['variant']} | {r['ms_per_step']:.3f} | {r['ratio_median']:.3f} | "
+              f"{r['ratio_q1']:.3f} – {r['ratio_q3']:.3f} | {r['ratio_of_totals']:.3f} |")
+    exact = section["exact"]
+    print(f"\nExactness, {exact['steps']} steps of a fresh model of one seed ({exact['records']} "
+          f"summaries, tags {', '.join(exact['tags'])}):")
+    for n in STEPS_PER_CALL:
+        check = exact[f"steps_per_call={n}"]
+        print(f"- steps_per_call={n}: same (tag, step) set: {check['same_tag_steps']}; "
+              f"same (tag, step, value) set: {check['same_records']}")
+
+
+def run_steps_per_call_only(args, tmp, load_before):
+    """``--only-steps-per-call``: that section alone, printed (and written as JSON)."""
+    try:
+        multi = steps_per_call_section(args, tmp)
+    finally:
+        for close in CLOSERS:
+            close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"machine: loadavg before {load_before}, after {os.getloadavg()}")
+    print_steps_per_call(multi, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "steps_per_call": multi}, f, indent=2)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=40, help="end-to-end rounds (default 40)")
@@ -494,6 +683,8 @@ def main(argv=None):
                    help="micro block; a multiple of 1000 covers every sampling period whole")
     p.add_argument("--quick", action="store_true", help="a few short rounds: a smoke run")
     p.add_argument("--json", metavar="OUT", help="also write the results to OUT as JSON")
+    p.add_argument("--only-steps-per-call", action="store_true",
+                   help="run only the N-steps-per-call section (--rounds, --steps-per-block)")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.steps_per_block, args.micro_rounds, args.micro_steps = 2, 20, 2, 100
@@ -502,7 +693,10 @@ def main(argv=None):
                 f"{args.micro_steps})")
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="tbkit-bench-")
+    if args.only_steps_per_call:
+        return run_steps_per_call_only(args, tmp, load_before)
     try:
+        multi = steps_per_call_section(args, tmp)
         mlp = mlp_workload()
         runners = build(mlp, tmp)
         runners.update(keras_runners(mlp[3], tmp))
@@ -525,11 +719,12 @@ def main(argv=None):
     print(f"machine: {json.dumps(machine)}")
     print_tables(e2e, micro, hist, args)
     print(f"\nOne in-graph dump of 64 kept steps (record of 5 scalar fields): {dump_ms:.3f} ms")
+    print_steps_per_call(multi, args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "machine": machine, "end_to_end": e2e,
                        "micro": micro, "histogram": hist, "keras_board_vs_fit": KERAS_VS_FIT,
-                       "dump_64_kept_ms": dump_ms},
+                       "dump_64_kept_ms": dump_ms, "steps_per_call": multi},
                       f, indent=2)
 
 

@@ -33,7 +33,9 @@ def _lineage(graph, outer) -> list:
 
 
 def _inside_loop(graph, outer) -> bool:
-    return any(type(g).__name__ in _LOOP_GRAPHS for g in _lineage(graph, outer))
+    """Whether ``graph`` is in a loop within ``outer``, the step's graph (which may itself be
+    a loop's body: N steps per call, Keras's steps_per_execution)."""
+    return any(type(g).__name__ in _LOOP_GRAPHS for g in _lineage(graph, outer) if g is not outer)
 
 
 def _exclusive(first, second, outer) -> bool:

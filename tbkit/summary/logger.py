@@ -388,12 +388,13 @@ class SummaryLogger(tf.Module):
         self._flush_hooks.append(hook)
 
     def train_step(self, fn: Callable | None = None, **options: Any):
-        """Decorate a training step; see :class:`tbkit.summary.step.TrainStep` for ``options``."""
-        from tbkit.summary.step import TrainStep
+        """Decorate a training step; see :class:`tbkit.summary.step.TrainStep` for ``options``
+        and :class:`tbkit.summary.multistep.MultiStep` for ``steps_per_call``."""
+        from tbkit.summary.multistep import decorate
 
         if fn is None:
-            return lambda f: TrainStep(self, f, **options)
-        return TrainStep(self, fn, **options)
+            return lambda f: decorate(self, f, **options)
+        return decorate(self, fn, **options)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

@@ -30,6 +30,10 @@ class TrainStep:
             ``reduce_retracing``, ``autograph``). ``jit_compile=True`` compiles the body with
             XLA and writes its summaries outside the compiled part (see :mod:`tbkit.summary.xla`).
 
+    ``@log.train_step(steps_per_call=N)`` (N > 1) makes a
+    :class:`tbkit.summary.multistep.MultiStep` instead: called with an iterator, it runs up to N
+    steps in one graph call, each logged as if called on its own.
+
     A user's own ``tf.summary`` calls in the body go to the logger's writer at the same step
     and record on the steps where the info level records (in a ``jit_compile=True`` body they
     are refused: XLA cannot write summaries).
@@ -60,8 +64,8 @@ class TrainStep:
         if unknown:
             raise TbkitTypeError(
                 f"@train_step got unknown options {sorted(unknown)}: it takes 'advance', "
-                "'input_signature', 'reduce_retracing', 'autograph', 'jit_compile' and "
-                "'experimental_attributes'."
+                "'input_signature', 'reduce_retracing', 'autograph', 'jit_compile', "
+                "'experimental_attributes' and 'steps_per_call'."
             )
         self._logger = logger
         self._threshold = logger._threshold  # read on every call: one attribute less
