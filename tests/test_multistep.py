@@ -302,3 +302,26 @@ def test_mirrored_strategy_on_two_cpus(tmp_path):
     tags = {tag for tag, *_ in written(one)}
     assert tags == {"local", "mean", "each/replica_0", "each/replica_1", "fields", "w", "late"}
     assert [r.step for r in tbkit.read_records(str(many))] == [0, 3, 6, 9]
+
+
+@pytest.mark.parametrize("n", [1, 10])
+def test_a_variable_the_step_updates_reads_updated_on_skipped_and_recorded_steps(tmp_path, n):
+    # Reads of a resource after the gate (the step's return, the logged values) must see the
+    # step's own update whether the gate's write ran or was skipped.
+    w = tf.Variable(0.0)
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+
+        @log.train_step(steps_per_call=n)
+        def step(x):
+            w.assign_add(x)
+            tbkit.scalar("w", w, every=7)
+            tbkit.record("r", {"w": w}, every=5)
+            return w
+
+        data = iter(tf.data.Dataset.from_tensors(1.0).repeat())
+        outputs = [float(step(data if n > 1 else tf.constant(1.0))) for _ in range(40)]
+    assert outputs == [float(n * (i + 1)) for i in range(40)]
+    records = {r.step: r.fields["w"] for r in tbkit.read_records(str(tmp_path))}
+    assert records == {s: s + 1.0 for s in range(0, 40 * n, 5)}
+    assert [(s, float(v)) for s, v in summaries(str(tmp_path))["w"]] == [
+        (s, s + 1.0) for s in range(0, 40 * n, 7)]
