@@ -290,7 +290,7 @@ class TensorBoardRecords(keras.callbacks.Callback):
                 if batch_metrics and callback() is not None:
                     callback()._log_batch_metrics(outputs)
             if not eager:
-                target.emit()
+                target.emit(live=outputs)
             return outputs
 
         return logging_train_step

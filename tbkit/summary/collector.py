@@ -18,9 +18,10 @@ import tensorflow as tf
 
 from tbkit.data import levels
 from tbkit.data.errors import TbkitValueError
-from tbkit.summary import context, distribute, kept, ops, recording, schedule
+from tbkit.summary import context, distribute, kept, lazy, ops, recording, schedule
 
 _LOOP_GRAPHS = ("WhileBodyFuncGraph", "WhileCondFuncGraph")  # tf.while_loop, scan, map_fn...
+_UNKNOWN = object()  # emit() without the step's return value: nothing moves behind the gate
 
 
 def _lineage(graph, outer) -> list:
@@ -89,7 +90,7 @@ class StepCollector:
                                       self.condition)
 
     @tf.autograph.experimental.do_not_convert
-    def emit(self) -> None:
+    def emit(self, live: Any = _UNKNOWN) -> None:
         """Add the recorded branch for everything collected.
 
         On every step only a cheap gate runs: the threshold admits one of the collected levels
@@ -99,6 +100,13 @@ class StepCollector:
         exactly (the gate's own rule needs no second look) and writes, so a step that records
         nothing never visits the formatting ops.
         Later uses of the resources the writes touch are ordered after the gate's Merge.
+
+        Args:
+            live: what the step returns (any nest of tensors), when known. Then the values
+                computed only to be logged (an accuracy, a gradient norm: stateless ops that
+                nothing else uses) are computed again behind the gate, where they are
+                written, and TensorFlow drops them from the every-step path
+                (:func:`tbkit.summary.lazy.movable`). Not given: every value stays where it is.
         """
         if not self._pending:
             return
@@ -114,16 +122,20 @@ class StepCollector:
         triggers = [p for p in self._pending if p.when is not None]
         threshold = self.logger.threshold.value()  # read once, for the gate and behind it
         gate, direct = self._gate(groups, threshold)
+        # After the rings and the gate took their inputs: what they use is needed every step.
+        moved = lazy.movable(self.graph, self._pending, live) if live is not _UNKNOWN and \
+            self.strategy is None else frozenset()  # fmt: skip
 
         def record() -> None:
             with self.logger.writing(pinned=True), tf.summary.record_if(True), \
                     tf.control_dependencies(self.logger.open_checks()):
                 for key, batch in groups.items():
                     if key == direct:  # recorded exactly when the gate opens
-                        _write(batch, self.step, rings)
+                        _write(batch, self.step, rings, moved)
                     else:
                         recorded = self.logger.should_record(batch[0], self.step, threshold)
-                        _call_if(recorded, functools.partial(_write, batch, self.step, rings))
+                        _call_if(recorded,
+                                 functools.partial(_write, batch, self.step, rings, moved))
                 if rings and triggers:
                     fired = [self.logger.should_record(p, self.step, threshold) for p in triggers]
                     fired_any = fired[0] if len(fired) == 1 else tf.reduce_any(tf.stack(fired))
@@ -192,9 +204,11 @@ class StepCollector:
         return gate, direct
 
 
-def _write(batch: list[ops.Pending], step: tf.Tensor, rings: dict[int, kept.Ring]) -> None:
+def _write(
+    batch: list[ops.Pending], step: tf.Tensor, rings: dict[int, kept.Ring], moved: Any = ()
+) -> None:
     for pending in batch:
-        ops.write(pending, step)
+        ops.write(lazy.here(pending, moved), step)
         ring = rings.get(id(pending))
         if ring is not None:  # written by its schedule: no dump writes this step again
             ring.mark_sampled(step)

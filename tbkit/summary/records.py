@@ -189,9 +189,14 @@ def constant_bits(tensor: tf.Tensor, kind: str = "float32") -> tf.Tensor | None:
     Grappler turns an all-equal, positive subnormal float constant that it pushes into (or
     folds inside) the function of a recorded branch into zeros before any op there runs (seen
     with TF 2.21: ``tf.constant(1e-40)`` logged as ``0.0``). The bitcast, made where the
-    constant is, folds into an int constant there: the bits survive, at no cost per step.
+    constant is, folds into an int constant there: the bits survive, at no cost per step. It is
+    made in the constant's own graph, also when a record is built again in the recorded branch
+    from the step's tensors (:mod:`tbkit.summary.lazy`).
     """
-    return _bits(tensor, kind) if _folds_to_constant(tensor) else None
+    if not _folds_to_constant(tensor):
+        return None
+    with tensor.graph.as_default(), tf.control_dependencies(None):
+        return _bits(tensor, kind)
 
 
 def _folds_to_constant(tensor: tf.Tensor) -> bool:

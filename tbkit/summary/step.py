@@ -88,7 +88,7 @@ class TrainStep:
             collector = StepCollector(logger, step, name)  # sees the caller's record_if
             with collecting(collector), users_summaries(logger, step, collector.condition):
                 outputs = fn(*args, **kwargs)
-            self._finish(collector, collector)
+            self._finish(collector, collector, outputs)
             return outputs
 
         return body
@@ -120,19 +120,20 @@ class TrainStep:
             collector.rings_updated = True  # in the compiled body
             for pending in inner["rebuild"](tensors):
                 collector.submit(pending)
-            self._finish(collector, inner["collector"])
+            self._finish(collector, inner["collector"], outputs)
             return outputs
 
         return body
 
-    def _finish(self, collector: StepCollector, seen: StepCollector) -> None:
+    def _finish(self, collector: StepCollector, seen: StepCollector, outputs: Any) -> None:
         """Write what ``collector`` holds (on the worker that writes), then advance the step.
 
         ``seen`` is the collector the ops reported to: it knows the strategy they ran under.
+        ``outputs``: what the body returns (what it computes for that stays on every step).
         """
         strategy = seen.strategy or tf.distribute.get_strategy()
         if distribute.writes_summaries(strategy):
-            collector.emit()
+            collector.emit(live=outputs)
         if self._advance:
             self._logger.step.assign_add(1)
 

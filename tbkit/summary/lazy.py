@@ -1,0 +1,109 @@
+"""Values computed only to be logged are computed behind the gate, on the steps that write them.
+
+A step often computes a value for its logs alone: an accuracy, a gradient norm, a cast. In a
+traced step those ops run on every call, recorded or not, because the recorded branch takes
+their result as an input: with six ops of that kind the every-step path of a trivial step
+grew by about as much as the gate itself costs. TensorFlow runs only the nodes something
+needs, so tbkit builds those ops again inside the function that writes them; the originals
+are then used by nothing and TensorFlow drops them when it prepares the step's graph.
+
+An op moves when it is stateless (same inputs, same value, wherever it runs: no variable
+read, no random op with state, no I/O), has no control inputs, no nested function, no resource
+or variant tensors, and every use of its outputs is another moved op or a logged value (not
+the step's return value, not an op the step needs anyway). What it reads from the rest of the
+graph reaches the branch as an input, as before. Nothing moves inside ``strategy.run``: the
+replicas' ops are placed on their own devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import tensorflow as tf
+
+_NOT_COPIED = (tf.resource, tf.variant)
+
+
+def _copyable(op: tf.Operation) -> bool:
+    # A Bitcast costs nothing where it is; copied, we saw a subnormal float come out zeroed.
+    if op.op_def.is_stateful or op.control_inputs or op.type in ("Placeholder", "Bitcast"):
+        return False
+    if any(t.dtype in _NOT_COPIED for t in (*op.inputs, *op.outputs)):
+        return False
+    # A nested function (If, While, PartitionedCall) lives in the graph's library: not copied.
+    return not any(value.HasField("func") or value.list.func
+                   for value in op.node_def.attr.values())
+
+
+def movable(graph: Any, pendings: Iterable[Any], live: Any) -> frozenset:
+    """The ops of ``graph`` that only compute the logged values of ``pendings``.
+
+    Args:
+        graph: the step's graph, after its body traced (every other use of a value is in it).
+        pendings: the collected summaries; their tensor inputs are the logged values.
+        live: the step's return value (a nest of tensors): needed on every step.
+    """
+    keep = {id(t) for t in tf.nest.flatten(live) if isinstance(t, tf.Tensor)}
+    roots = [t.op for p in pendings for t in p.inputs
+             if isinstance(t, tf.Tensor) and not isinstance(t, tf.Variable)
+             and t.graph is graph and t.op.type != "Const"]  # a constant costs nothing
+    # Values made from constants alone stay: Grappler would fold a copy (flushing a
+    # subnormal float to zero), and on the every-step path they cost nothing anyway.
+    constant: set = set()
+    for op in graph.get_operations():
+        if op.type == "Const" or (op.inputs and not op.op_def.is_stateful
+                                  and all(t.op in constant for t in op.inputs)):
+            constant.add(op)
+    region, stack = set(), list(roots)
+    while stack:  # every op the logged values are computed from that could move
+        op = stack.pop()
+        if op in region or op in constant or not _copyable(op):
+            continue
+        region.add(op)
+        stack.extend(t.op for t in op.inputs)
+    moved: set = set()
+    for op in reversed(graph.get_operations()):  # each op's uses come before it
+        if op in region and all(
+            id(t) not in keep and all(c in moved for c in t.consumers()) for t in op.outputs
+        ):
+            moved.add(op)
+    return frozenset(moved)
+
+
+def here(pending: Any, moved: frozenset) -> Any:
+    """``pending`` built from copies, in the current (recorded) function, of the moved ops
+    its values come from; ``pending`` itself when none of them moved."""
+    tensors = [t for t in pending.inputs if isinstance(t, tf.Tensor) and t.op in moved]
+    if not tensors or pending.rebind is None:
+        return pending
+    copies = dict(zip(map(id, tensors), _copy(tensors, moved), strict=True))
+    return pending.with_inputs(tuple(copies.get(id(t), t) for t in pending.inputs))
+
+
+def _copy(tensors: list[tf.Tensor], moved: frozenset) -> list[tf.Tensor]:
+    """The same values, computed again in the current graph from the moved ops' node defs."""
+    needed, stack = set(), [t.op for t in tensors]
+    while stack:
+        op = stack.pop()
+        if op not in needed:
+            needed.add(op)
+            stack.extend(t.op for t in op.inputs if t.op in moved)
+    graph_def = tf.compat.v1.GraphDef()
+    outside = {}
+    # Pure values wait for nothing: not for the write's own control dependencies either.
+    with tf.control_dependencies(None):
+        for op in tensors[0].graph.get_operations():  # in creation order: inputs first
+            if op not in needed:
+                continue
+            node = graph_def.node.add()
+            node.CopyFrom(op.node_def)
+            for key in [k for k in node.attr if k.startswith("_")]:  # colocation, shapes
+                del node.attr[key]
+            for t in op.inputs:
+                if t.op not in needed and t.name not in outside:
+                    outside[t.name] = tf.identity(t)  # captured here, as the branch's input
+        return tf.graph_util.import_graph_def(
+            graph_def, input_map=outside, return_elements=[t.name for t in tensors],
+            name="tbkit_logged",
+        )

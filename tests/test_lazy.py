@@ -1,0 +1,86 @@
+"""Values computed only to be logged move behind the gate (``tbkit.summary.lazy``).
+
+Each test traces a real decorated step, checks which ops the step's graph still uses on every
+call (an op nothing uses is dropped by TensorFlow when it runs the function), and reads the
+written values back with TensorBoard's loader: a moved value is the value the body computed.
+"""
+
+import numpy as np
+import tensorflow as tf
+from tbreader import summaries
+
+import tbkit
+
+
+def used(op: tf.Operation) -> bool:
+    """Whether the step's graph needs ``op`` on every call: something stateful (the gate's
+    call among them) or the step's return value depends on it. TensorFlow drops the rest."""
+    returned = {id(t) for t in op.graph.outputs}
+    seen, stack = set(), [op]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        if op.op_def.is_stateful or any(id(t) in returned for t in op.outputs):
+            return True
+        stack.extend(c for t in op.outputs for c in t.consumers())
+    return False
+
+
+def test_a_value_only_logged_is_computed_behind_the_gate_and_written_the_same(tmp_path):
+    made = {}
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+
+        @log.train_step
+        def step(x):
+            loss = tf.reduce_mean(x)
+            norm = tf.sqrt(tf.reduce_sum(tf.square(x)), name="norm_only_logged")
+            hits = tf.reduce_mean(tf.cast(x > 1.0, tf.float32), name="share_only_logged")
+            made.update(norm=norm, hits=hits, loss=loss)
+            tbkit.scalar("norm", norm, every=2)
+            tbkit.record("train", {"loss": loss, "hits": hits, "double": norm * 2.0}, every=3)
+            return loss
+
+        for i in range(6):
+            step(tf.constant([1.0, 2.0, float(i)]))
+    for name in ("norm", "hits"):
+        assert not used(made[name].op), f"{name} is still computed on every step"
+        assert not used(made[name].op.inputs[0].op)
+    assert used(made["loss"].op)  # returned: needed on every step, not moved
+    norms = {s: np.float32(v) for s, v in summaries(str(tmp_path))["norm"]}
+    expected = {i: np.sqrt(np.float32(1.0 + 4.0 + i * i)) for i in (0, 2, 4)}
+    assert norms == expected
+    records = {r.step: r.fields for r in tbkit.read_records(str(tmp_path), tag="train")}
+    assert set(records) == {0, 3}
+    assert records[3]["hits"] == np.float32(2 / 3)
+    assert records[3]["double"] == 2 * np.sqrt(np.float32(14.0))
+    assert records[3]["loss"] == np.float32(2.0)
+
+
+def test_stateful_ops_and_values_used_elsewhere_stay_on_the_every_step_path(tmp_path):
+    made = {}
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+        counter = tf.Variable(0.0)
+
+        @log.train_step
+        def step():
+            draw = tf.random.uniform([], name="draw")  # stateful: another draw if run twice
+            shared = tf.square(draw, name="shared")
+            counter.assign_add(shared)  # also used by the step: stays
+            made.update(draw=draw, shared=shared, double=draw * 2.0, read=counter.read_value())
+            tbkit.scalar("draw", draw, every=1)
+            tbkit.scalar("double", made["double"], every=1)
+            tbkit.scalar("shared", shared, every=1)
+            tbkit.scalar("read", made["read"] + 0.0, every=1)
+
+        for _ in range(3):
+            step()
+    assert not used(made["double"].op)  # moved: computed again from the same draw
+    assert used(made["draw"].op) and used(made["shared"].op)
+    read = made["read"].op.inputs[0].op  # read_value(): a ReadVariableOp, then an Identity
+    assert read.type == "ReadVariableOp" and used(read)  # it runs where the step put it
+    found = {tag: [float(v) for _, v in pairs] for tag, pairs in summaries(str(tmp_path)).items()}
+    assert found["double"] == [2.0 * d for d in found["draw"]]
+    assert found["shared"] == [np.float32(d * d) for d in found["draw"]]
+    assert found["read"] == list(np.cumsum(np.float32(found["shared"]), dtype=np.float32))
