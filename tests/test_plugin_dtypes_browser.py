@@ -15,7 +15,7 @@ import numpy as np
 import tbserver
 import tensorflow as tf
 from test_dtypes import old_metadata, write_raw
-from test_plugin_browser import CHROMIUM, CHROMIUM_ARGS, _shot
+from test_plugin_browser import _shot, tbkit_tab
 from test_plugin_browser import sync_playwright as sync_playwright  # noqa: F401  (fixture)
 
 import tbkit
@@ -53,82 +53,74 @@ def test_float32_and_float64_cells_in_chromium(sync_playwright, tmp_path):  # no
     records = [r for r in tbkit.read_records(logdir) if r.run == "mnist/train"]
     assert records[0].fields["lr"] == float(OLD_LR)  # the value as written
     assert records[0].fields["loss"] == 15.4499998
-    with tbserver.tensorboard(str(logdir)) as port, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            dialogs = []
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(f"http://127.0.0.1:{port}/#tbkit")
-            ui = page.frame_locator("iframe")
-            count = ui.locator(".count")
-            expect(count).to_have_text("1–25 of 25")
-            ui.get_by_label("runs regex").fill("^mnist/")
-            expect(count).to_have_text("1–24 of 24")
-            columns = ui.locator("thead th").evaluate_all("ths => ths.map(th => th.dataset.column)")
-            assert columns == ["run", "tag", "step", "wall_time", "level", "loss", "accuracy",
-                               "lr", "grad.norm", "probs"]  # fmt: skip
-            header = ui.locator('th[data-column="lr"]')
-            expect(header).to_have_attribute("title", "lr (number, float32); click to sort")
+    with (tbserver.tensorboard(str(logdir)) as port, sync_playwright() as p,
+          tbkit_tab(p, f"http://127.0.0.1:{port}") as (page, ui, dialogs)):
+        count = ui.locator(".count")
+        expect(count).to_have_text("1–25 of 25")
+        ui.get_by_label("runs regex").fill("^mnist/")
+        expect(count).to_have_text("1–24 of 24")
+        columns = ui.locator("thead th").evaluate_all("ths => ths.map(th => th.dataset.column)")
+        assert columns == ["run", "tag", "step", "wall_time", "level", "loss", "accuracy",
+                           "lr", "grad.norm", "probs"]  # fmt: skip
+        header = ui.locator('th[data-column="lr"]')
+        expect(header).to_have_attribute("title", "lr (number, float32); click to sort")
 
-            # The first row (mnist/train, step 0): float32 cells as the shortest text that reads
-            # back as the same float32, the value as written in the title; float64 shortest.
-            first = ui.locator("tbody tr").first
-            cell = {name: first.locator("td").nth(i) for i, name in enumerate(columns)}
-            expect(cell["run"]).to_have_text("mnist/train")
-            expect(cell["loss"]).to_have_text("15.45")
-            expect(cell["loss"]).to_have_attribute("title", "15.4499998")
-            expect(cell["lr"]).to_have_text("0.001")
-            expect(cell["lr"]).to_have_attribute("title", OLD_LR)
-            fields = records[0].fields
-            expect(cell["accuracy"]).to_have_text(_js(_shortest32(fields["accuracy"])))
-            expect(cell["grad.norm"]).to_have_text("0.1")  # written 0.10000000000000001
-            expect(cell["probs"]).to_have_text(f"[{_js(_shortest32(fields['probs'][0]))},0.1]")
-            second = ui.locator("tbody tr").nth(1).locator("td")
-            expect(second.nth(columns.index("grad.norm"))).to_have_text(str(2 / 3))
+        # The first row (mnist/train, step 0): float32 cells as the shortest text that reads
+        # back as the same float32, the value as written in the title; float64 shortest.
+        first = ui.locator("tbody tr").first
+        cell = {name: first.locator("td").nth(i) for i, name in enumerate(columns)}
+        expect(cell["run"]).to_have_text("mnist/train")
+        expect(cell["loss"]).to_have_text("15.45")
+        expect(cell["loss"]).to_have_attribute("title", "15.4499998")
+        expect(cell["lr"]).to_have_text("0.001")
+        expect(cell["lr"]).to_have_attribute("title", OLD_LR)
+        fields = records[0].fields
+        expect(cell["accuracy"]).to_have_text(_js(_shortest32(fields["accuracy"])))
+        expect(cell["grad.norm"]).to_have_text("0.1")  # written 0.10000000000000001
+        expect(cell["probs"]).to_have_text(f"[{_js(_shortest32(fields['probs'][0]))},0.1]")
+        second = ui.locator("tbody tr").nth(1).locator("td")
+        expect(second.nth(columns.index("grad.norm"))).to_have_text(str(2 / 3))
 
-            # The detail: the record as written, full precision.
-            first.click()
-            detail = ui.locator(".detail pre.json")
-            expect(detail).to_contain_text(f'"lr": {OLD_LR}')
-            expect(detail).to_contain_text('"loss": 15.4499998')
-            shown = json.loads(detail.text_content())
-            assert shown["grad"]["norm"] == 0.1 and shown["lr"] == float(OLD_LR)
-            _shot(page, tmp_path, "table.png")
+        # The detail: the record as written, full precision.
+        first.click()
+        detail = ui.locator(".detail pre.json")
+        expect(detail).to_contain_text(f'"lr": {OLD_LR}')
+        expect(detail).to_contain_text('"loss": 15.4499998')
+        shown = json.loads(detail.text_content())
+        assert shown["grad"]["norm"] == 0.1 and shown["lr"] == float(OLD_LR)
+        _shot(page, tmp_path, "table.png")
 
-            # Downloads: the value as written.
-            url = f"http://127.0.0.1:{port}/data/plugin/tbkit/export?run=mnist/train&format=jsonl"
-            with urllib.request.urlopen(url, timeout=30) as response:
-                first_line = response.read().decode().splitlines()[0]
-            assert f'"lr":{OLD_LR}' in first_line and '"loss":15.4499998' in first_line
+        # Downloads: the value as written.
+        url = f"http://127.0.0.1:{port}/data/plugin/tbkit/export?run=mnist/train&format=jsonl"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            first_line = response.read().decode().splitlines()[0]
+        assert f'"lr":{OLD_LR}' in first_line and '"loss":15.4499998' in first_line
 
-            # An old run's column has no dtype: shown as before.
-            ui.locator(".detail button.close").click()
-            ui.get_by_label("runs regex").fill("^old$")
-            expect(count).to_have_text("1–1 of 1")
-            lr = ui.locator("tbody tr").first.locator("td").nth(5)
-            expect(ui.locator("thead th").nth(5)).to_have_attribute(
-                "title", "lr (number); click to sort")
-            expect(lr).to_have_text(OLD_LR)
-            # Beside a new run, the column's dtype is not the same everywhere: as before too.
-            ui.get_by_label("runs regex").fill("^(old|mnist/train)$")
-            expect(count).to_have_text("1–13 of 13")
-            expect(ui.locator('tbody tr td[title="0.00100000005"]', has_text=OLD_LR)
-                   ).to_have_count(13)  # fmt: skip
+        # An old run's column has no dtype: shown as before.
+        ui.locator(".detail button.close").click()
+        ui.get_by_label("runs regex").fill("^old$")
+        expect(count).to_have_text("1–1 of 1")
+        lr = ui.locator("tbody tr").first.locator("td").nth(5)
+        expect(ui.locator("thead th").nth(5)).to_have_attribute(
+            "title", "lr (number); click to sort")
+        expect(lr).to_have_text(OLD_LR)
+        # Beside a new run, the column's dtype is not the same everywhere: as before too.
+        ui.get_by_label("runs regex").fill("^(old|mnist/train)$")
+        expect(count).to_have_text("1–13 of 13")
+        expect(ui.locator('tbody tr td[title="0.00100000005"]', has_text=OLD_LR)
+               ).to_have_count(13)  # fmt: skip
 
-            # The formatting function itself, against numpy's shortest float32 text, on
-            # random float32 values and the hard ones (powers of two, subnormals, extremes).
-            frame = next(f for f in page.frames if "plugin_entry" in f.url)
-            values = _float32_cases()
-            texts = frame.evaluate("""async (values) => {
-                const model = await import('/data/plugin/tbkit/model.js');
-                return values.map((v) => model.float32Text(v)); }""", values)
-            wrong = [(v, t, _shortest32(np.float32(v))) for v, t in zip(values, texts, strict=True)
-                     if np.float32(t) != np.float32(v) or Decimal(t) != Decimal(_shortest32(v))]
-            assert wrong == []
-            assert dialogs == []
-        finally:
-            browser.close()
+        # The formatting function itself, against numpy's shortest float32 text, on
+        # random float32 values and the hard ones (powers of two, subnormals, extremes).
+        frame = next(f for f in page.frames if "plugin_entry" in f.url)
+        values = _float32_cases()
+        texts = frame.evaluate("""async (values) => {
+            const model = await import('/data/plugin/tbkit/model.js');
+            return values.map((v) => model.float32Text(v)); }""", values)
+        wrong = [(v, t, _shortest32(np.float32(v))) for v, t in zip(values, texts, strict=True)
+                 if np.float32(t) != np.float32(v) or Decimal(t) != Decimal(_shortest32(v))]
+        assert wrong == []
+        assert dialogs == []
 
 
 def _shortest32(value) -> str:
