@@ -6,10 +6,12 @@ written values back with TensorBoard's loader: a moved value is the value the bo
 """
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tbreader import summaries
 
 import tbkit
+from tbkit.keras import TensorBoardRecords
 
 
 def used(op: tf.Operation) -> bool:
@@ -84,3 +86,68 @@ def test_stateful_ops_and_values_used_elsewhere_stay_on_the_every_step_path(tmp_
     assert found["double"] == [2.0 * d for d in found["draw"]]
     assert found["shared"] == [np.float32(d * d) for d in found["draw"]]
     assert found["read"] == list(np.cumsum(np.float32(found["shared"]), dtype=np.float32))
+
+
+def write_one_step(logdir, log_it, x, **decorator):
+    """Run one call of a decorated step whose logging is ``log_it(x)``; the step returns the
+    sum of ``x`` (so nothing logged is returned)."""
+    with tbkit.SummaryLogger(str(logdir)) as log:
+
+        @log.train_step(**decorator)
+        def step(x):
+            log_it(x)
+            return tf.reduce_sum(x)
+
+        step(x)
+
+
+@pytest.mark.parametrize("field, expected", [
+    (lambda x: x[1:], [2.0, 3.0, 4.0]),  # slice bounds: constants the copy must see
+    (lambda x: x[:1], [1.0]),  # a vector of one, not a number
+    (lambda x: tf.reduce_sum(tf.reshape(x, [2, 2]), axis=1), [3.0, 7.0]),
+    (lambda x: tf.stack([x[0] * 2.0, tf.constant(1e-40)]), [2.0, 9.9999461e-41]),
+])  # fmt: skip
+def test_a_moved_value_keeps_its_shape_and_its_constants(tmp_path, field, expected):
+    write_one_step(tmp_path, lambda x: tbkit.record("r", {"v": field(x)}, every=1),
+                   tf.constant([1.0, 2.0, 3.0, 4.0]))
+    assert [r.fields for r in tbkit.read_records(str(tmp_path))] == [{"v": expected}]
+
+
+def test_several_moved_values_in_one_branch_and_a_run_time_length(tmp_path):
+    def log_it(x):
+        tbkit.scalar("mean", tf.reduce_mean(x * 2.0), every=1)
+        tbkit.record("r", {"v": x * 3.0, "top": tf.reduce_max(x) + 0.0}, every=1)
+        tbkit.scalar("tiny", tf.where(x[0] > 0, tf.constant(1e-40), x[0]), every=1)
+
+    write_one_step(tmp_path, log_it, tf.constant([1.0, 2.0]),
+                   input_signature=[tf.TensorSpec([None], tf.float32)])
+    assert [r.fields for r in tbkit.read_records(str(tmp_path))] == [{"v": [3.0, 6.0],
+                                                                      "top": 2.0}]
+    found = {tag: np.float32(v) for tag, ((_, v),) in summaries(str(tmp_path)).items()
+             if tag != "r"}  # fmt: skip
+    assert found == {"mean": np.float32(3.0), "tiny": np.float32(1e-40)}
+
+
+def test_keras_fit_with_a_moved_vector_field(tmp_path):
+    import keras
+    from test_keras import DenseModel
+
+    class Model(DenseModel):
+        def train_step(self, data):
+            x, y = data
+            y_pred, loss, _ = self.descend(x, y)
+            err = tf.abs(y_pred - y)
+            tbkit.record("r", {"err": tf.reshape(err, [-1])[:2], "mean": tf.reduce_mean(err)})
+            return {"loss": loss}
+
+    x = np.array([[1, 2], [3, 4], [5, 6], [7, 8]], np.float32)
+    y = np.array([[1], [2], [3], [4]], np.float32)
+    model = Model()
+    model(x[:1])
+    model.dense.set_weights([np.ones([2, 1], np.float32), np.zeros([1], np.float32)])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")  # the weights stay
+    with TensorBoardRecords(str(tmp_path), every=1) as callback:
+        model.fit(x, y, batch_size=2, epochs=1, callbacks=[callback], verbose=0, shuffle=False)
+    records = [(r.step, r.fields) for r in tbkit.read_records(str(tmp_path / "train"), tag="r")]
+    assert records == [(0, {"err": [2.0, 5.0], "mean": 3.5}),
+                       (1, {"err": [8.0, 11.0], "mean": 9.5})]  # fmt: skip

@@ -22,6 +22,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from tbkit.summary import records
+
 _NOT_COPIED = (tf.resource, tf.variant)
 
 
@@ -82,13 +84,18 @@ def here(pending: Any, moved: frozenset) -> Any:
 
 
 def _copy(tensors: list[tf.Tensor], moved: frozenset) -> list[tf.Tensor]:
-    """The same values, computed again in the current graph from the moved ops' node defs."""
+    """The same values, computed again in the current graph from the moved ops' node defs.
+
+    Constants that are not floats (axes, slice bounds, shapes) are copied with them, so shape
+    inference sees their values; everything else they read is captured, with its static shape.
+    The copies' outputs get the originals' static shapes (the record's encoder relies on them).
+    """
     needed, stack = set(), [t.op for t in tensors]
     while stack:
         op = stack.pop()
         if op not in needed:
             needed.add(op)
-            stack.extend(t.op for t in op.inputs if t.op in moved)
+            stack.extend(t.op for t in op.inputs if t.op in moved or _plain_constant(t))
     graph_def = tf.compat.v1.GraphDef()
     outside = {}
     # Pure values wait for nothing: not for the write's own control dependencies either.
@@ -102,8 +109,33 @@ def _copy(tensors: list[tf.Tensor], moved: frozenset) -> list[tf.Tensor]:
                 del node.attr[key]
             for t in op.inputs:
                 if t.op not in needed and t.name not in outside:
-                    outside[t.name] = tf.identity(t)  # captured here, as the branch's input
-        return tf.graph_util.import_graph_def(
+                    outside[t.name] = _capture(t)
+        copies = tf.graph_util.import_graph_def(
             graph_def, input_map=outside, return_elements=[t.name for t in tensors],
             name="tbkit_logged",
         )
+    for copy, original in zip(copies, tensors, strict=True):
+        copy.set_shape(original.shape)
+    return copies
+
+
+def _plain_constant(tensor: tf.Tensor) -> bool:
+    """A constant that may be copied into the branch as it is: not a float, which Grappler
+    could zero there (a positive subnormal, see :func:`tbkit.summary.records.constant_bits`)."""
+    return tensor.op.type == "Const" and not tensor.dtype.is_floating
+
+
+def _capture(tensor: tf.Tensor) -> tf.Tensor:
+    """``tensor`` (of the step's graph) as an input of the current one, with its static shape.
+    A float that folds into a constant comes in as its bits and turns back into a float only
+    when the branch runs (Grappler folds no ``PlaceholderWithDefault``), so a subnormal
+    constant keeps its value."""
+    kind = {tf.float64: "float64"}.get(tensor.dtype, "float32")
+    bits = records.constant_bits(tensor, kind) if tensor.dtype.is_floating else None
+    if bits is None:
+        captured = tf.identity(tensor)
+    else:
+        held = tf.raw_ops.PlaceholderWithDefault(input=bits, shape=bits.shape)
+        captured = tf.cast(tf.bitcast(held, tf.dtypes.as_dtype(kind)), tensor.dtype)
+    captured.set_shape(tensor.shape)
+    return captured
