@@ -284,6 +284,18 @@ def test_refused_with_a_profile_window(tmp_path):
     )
 
 
+def test_refused_with_an_input_signature(tmp_path):
+    spec = [tf.TensorSpec([], tf.float32)]
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+        for made in (lambda: log.train_step(steps_per_call=2, input_signature=spec)(identity),
+                     lambda: log.train_step(steps_per_call=2)(
+                         tf.function(identity, input_signature=spec))):
+            with pytest.raises(TbkitValueError, match=(
+                    r"^'input_signature' cannot be given with steps_per_call=2 \(got .*Tensor"
+                    r"Spec.*for 'identity'\): the call takes an iterator")):
+                made()
+
+
 def test_mirrored_strategy_on_two_cpus(tmp_path):
     """strategy.run inside the step, a distributed iterator: the same records, values and
     returned values (PerReplica ones too) as one step per call."""

@@ -86,6 +86,13 @@ class MultiStep(TrainStep):
                 "window is counted on the host, one step per call. Profile a copy of the "
                 "step decorated with steps_per_call=1 (on a logger of its own) instead."
             )
+        signature = options.get("input_signature", getattr(fn, "input_signature", None))
+        if signature is not None:
+            raise TbkitValueError(
+                f"'input_signature' cannot be given with steps_per_call={steps_per_call} (got "
+                f"{signature!r} for {getattr(fn, '__qualname__', fn)!r}): the call takes an "
+                "iterator, and each step's arguments take their types from its elements."
+            )
         self._iterators: dict[int, tuple[Any, Any]] = {}  # id(dataset) → (dataset, iterator)
         super().__init__(logger, fn, **options)
 
