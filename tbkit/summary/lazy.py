@@ -11,8 +11,10 @@ An op moves when it is stateless (same inputs, same value, wherever it runs: no 
 read, no random op with state, no I/O), has no control inputs, no nested function, no resource
 or variant tensors, and every use of its outputs is another moved op or a logged value (not
 the step's return value, not an op the step needs anyway). What it reads from the rest of the
-graph reaches the branch as an input, as before. Nothing moves inside ``strategy.run``: the
-replicas' ops are placed on their own devices.
+graph reaches the branch as an input, as before, with its static shape (the record's encoder
+relies on shapes); constants that are not floats are copied with it, and float constants come
+in as their bits (see :func:`_capture`). Nothing moves inside ``strategy.run``: the replicas'
+ops are placed on their own devices.
 """
 
 from __future__ import annotations
