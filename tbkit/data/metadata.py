@@ -39,9 +39,6 @@ RECORD_VERSION = 3
 #: tag with one warning rather than misread it.
 KEPT_VERSION = 3
 
-#: The first version whose plugin content may hold ``"dtypes"``.
-DTYPES_VERSION = 3
-
 #: What the event supplies (run, tag, step, wall time) and tbkit adds (level) to a record's
 #: fields: the first columns of every row, in this order. A record field may not use them.
 BUILTIN_FIELDS = ("run", "tag", "step", "wall_time", "level")

@@ -21,7 +21,6 @@ from tbkit.data.errors import TbkitValueError
 from tbkit.summary import context, distribute, kept, lazy, ops, recording, schedule
 
 _LOOP_GRAPHS = ("WhileBodyFuncGraph", "WhileCondFuncGraph")  # tf.while_loop, scan, map_fn...
-_UNKNOWN = object()  # emit() without the step's return value: nothing moves behind the gate
 
 
 def _lineage(graph, outer) -> list:
@@ -90,7 +89,7 @@ class StepCollector:
                                       self.condition)
 
     @tf.autograph.experimental.do_not_convert
-    def emit(self, live: Any = _UNKNOWN) -> None:
+    def emit(self, live: Any) -> None:
         """Add the recorded branch for everything collected.
 
         On every step only a cheap gate runs: the threshold admits one of the collected levels
@@ -102,11 +101,11 @@ class StepCollector:
         Later uses of the resources the writes touch are ordered after the gate's Merge.
 
         Args:
-            live: what the step returns (any nest of tensors), when known. Then the values
-                computed only to be logged (an accuracy, a gradient norm: stateless ops that
-                nothing else uses) are computed again behind the gate, where they are
+            live: what the step returns (any nest of tensors): needed on every step. The
+                values computed only to be logged (an accuracy, a gradient norm: stateless ops
+                that nothing else uses) are computed again behind the gate, where they are
                 written, and TensorFlow drops them from the every-step path
-                (:func:`tbkit.summary.lazy.movable`). Not given: every value stays where it is.
+                (:func:`tbkit.summary.lazy.movable`).
         """
         if not self._pending:
             return
@@ -123,8 +122,8 @@ class StepCollector:
         threshold = self.logger.threshold.value()  # read once, for the gate and behind it
         gate, direct = self._gate(groups, threshold)
         # After the rings and the gate took their inputs: what they use is needed every step.
-        moved = lazy.movable(self.graph, self._pending, live) if live is not _UNKNOWN and \
-            self.strategy is None else frozenset()  # fmt: skip
+        moved = frozenset() if self.strategy is not None else \
+            lazy.movable(self.graph, self._pending, live)  # fmt: skip
 
         def record() -> None:
             with self.logger.writing(pinned=True), tf.summary.record_if(True), \

@@ -145,7 +145,7 @@ class Ring:
         """Keep this step's values (every call, outside the gate): count the call, then one
         scatter per group of fields and one of ``(step, call)``, all at the step's slot."""
         call = self.calls.assign_add(1)
-        slot = tf.math.floormod(step, self.keep + 1)  # a scalar index: rows need no reshape
+        slot = self._slot(step)  # a scalar index: rows need no reshape
         for fields, packed, variable in self.groups:
             row = tf.stack([inputs[i] for i in fields]) if packed else inputs[fields[0]]
             variable.scatter_update(tf.IndexedSlices(row, slot))
@@ -155,7 +155,7 @@ class Ring:
         """The record's own schedule wrote ``step``: a dump must not write it again. The slot
         keeps the step (as ``-2 - step``) and its call, so the attempt's chain goes on."""
         row = tf.stack([-2 - step, self.calls.read_value()])  # after this call's update
-        self.steps.scatter_update(tf.IndexedSlices(row, tf.math.floormod(step, self.keep + 1)))
+        self.steps.scatter_update(tf.IndexedSlices(row, self._slot(step)))
 
     def valid_slots(self, step: tf.Tensor) -> tf.Tensor:
         """The slots a dump at ``step`` writes, in step order: steps ``step - K … step - 1``
@@ -169,10 +169,9 @@ class Ring:
         step = tf.convert_to_tensor(step, tf.int64)
         back = tf.range(1, self.keep + 1, dtype=tf.int64)  # j: step - j is j steps back
         before = step - back
-        rows = tf.gather(self.steps.read_value(), tf.math.floormod(before, self.keep + 1))
-        held, call = rows[:, 0], rows[:, 1]
-        sampled = held < -1
-        held = tf.where(sampled, -2 - held, held)
+        rows = tf.gather(self.steps.read_value(), self._slot(before))
+        held, call = _held_step(rows[:, 0]), rows[:, 1]
+        sampled = rows[:, 0] < -1
         calls = self.calls.read_value()
         # The call of ``step`` itself has updated the ring, unless the dump comes after it.
         latest = tf.where(self._latest_is(step), calls, calls + 1)
@@ -183,14 +182,18 @@ class Ring:
         fresh = tf.logical_or(dumped >= step, before > dumped)
         valid = tf.logical_and(tf.logical_and(chained, fresh),
                                tf.logical_and(tf.logical_not(sampled), before >= 0))
-        return tf.reverse(tf.math.floormod(tf.boolean_mask(before, valid), self.keep + 1), [0])
+        return tf.reverse(self._slot(tf.boolean_mask(before, valid)), [0])
 
     def _latest_is(self, step: tf.Tensor) -> tf.Tensor:
         """Whether the last update was at ``step`` (a dump in its call) rather than before it
         (:meth:`SummaryLogger.write_kept` after the call)."""
-        row = self.steps.sparse_read(tf.math.floormod(step, self.keep + 1))
-        held = tf.where(row[0] < -1, -2 - row[0], row[0])
-        return tf.logical_and(tf.equal(held, step), tf.equal(row[1], self.calls.read_value()))
+        row = self.steps.sparse_read(self._slot(step))
+        return tf.logical_and(tf.equal(_held_step(row[0]), step),
+                              tf.equal(row[1], self.calls.read_value()))
+
+    def _slot(self, step: tf.Tensor) -> tf.Tensor:
+        """The slot (or slots) of ``step``."""
+        return tf.math.floormod(step, self.keep + 1)
 
     def dump(self, step: tf.Tensor) -> None:
         """Write the valid kept steps before ``step`` as one datum of :func:`kept_tag` at
@@ -249,3 +252,8 @@ def refuse_outside_step(pending: Any, where: str) -> None:
             "record needs the body of a step decorated with @log.train_step (outside any "
             "tf.cond branch of its own), which updates its ring on every call."
         )
+
+
+def _held_step(held: tf.Tensor) -> tf.Tensor:
+    """The step a slot holds, sampled (stored as ``-2 - step``) or not."""
+    return tf.where(held < -1, -2 - held, held)
