@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tbreader import steps
 
 import tbkit
@@ -134,6 +136,50 @@ def test_threshold_changes_while_training_without_retracing(tmp_path):
     assert recorded["info"] == list(range(0, 400, 50)) + list(range(800, STEPS, 50))
     assert recorded["debug"] == list(range(800, STEPS, 50))
     assert recorded["warning"] == list(range(0, STEPS, 50))
+
+
+LEVEL_NAMES = ("debug", "info", "warning", "error")
+
+
+@settings(deadline=None, database=None, max_examples=15,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    rules=st.lists(st.tuples(st.integers(0, 3), st.sampled_from([1, 2, 3, 4, 6, 12])),
+                   min_size=1, max_size=6, unique=True),
+    thresholds=st.lists(st.integers(0, 3), min_size=3, max_size=3),
+    when=st.booleans(),
+)
+def test_rules_nested_behind_each_other_record_exactly_their_steps(
+    tmp_path_factory, rules, thresholds, when
+):
+    """Rules whose steps include another's are written inside it (info every 100 holds the
+    debug guard of every 1 000): every (level, interval) mix still records exactly the steps
+    its own rule and the threshold in force give, with a when= beside them or not."""
+    logdir = str(tmp_path_factory.mktemp("nested"))
+    period = 24  # the threshold changes every period steps, through all three values
+
+    def level_at(step):
+        return thresholds[(step // period) % len(thresholds)]
+
+    def between(log, i):
+        if i % period == 0:
+            log.set_level(LEVEL_NAMES[level_at(i)])
+
+    def body(x):
+        for level, every in rules:
+            tbkit.scalar(f"{LEVEL_NAMES[level]}_{every}", x, level=LEVEL_NAMES[level],
+                         every=every)
+        if when:
+            tbkit.scalar("fives", x, level="info", when=tf.equal(tf.math.floormod(x, 5.0), 0.0))
+
+    run(logdir, body, steps_=3 * period, between=between)
+    recorded = steps(logdir)
+    for level, every in rules:
+        expected = [s for s in range(3 * period) if s % every == 0 and level_at(s) <= level]
+        assert recorded.get(f"{LEVEL_NAMES[level]}_{every}", []) == expected, (level, every)
+    if when:
+        expected = [s for s in range(3 * period) if s % 5 == 0 and level_at(s) <= 1]
+        assert recorded.get("fives", []) == expected
 
 
 def test_ops_in_a_branch_of_the_users_step_are_guarded_there(tmp_path):

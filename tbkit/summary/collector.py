@@ -125,13 +125,47 @@ class StepCollector:
         moved = frozenset() if self.strategy is not None else \
             lazy.movable(self.graph, self._pending, live)  # fmt: skip
 
+        parents = _parents(groups)
+        children: dict[Any, list[Any]] = {}
+        for key, parent in parents.items():
+            if parent is not None and parent != direct:  # the direct group's are the gate's
+                children.setdefault(parent, []).append(key)
+
+        def write(key: Any) -> None:
+            """Write a group, then guard each group nested in it."""
+            _write(groups[key], self.step, rings, moved)
+            for child in children.get(key, []):
+                guarded(child, (key[0], key[1].intervals[0]))
+
+        def guarded(key: Any, known: tuple[int, int | None]) -> None:
+            """Write a plain group behind the part of its rule that ``known`` (a level the
+            threshold admits, an interval the step is a multiple of) does not imply."""
+            level, (interval,) = key[0], key[1].intervals
+            due = []
+            if level < known[0]:
+                due.append(tf.less_equal(threshold, level))
+            if interval != known[1]:
+                due.append(tf.equal(tf.math.floormod(self.step, interval), 0))
+            if not due:
+                write(key)
+            else:
+                _call_if(due[0] if len(due) == 1 else tf.logical_and(*due),
+                         functools.partial(write, key))
+
         def record() -> None:
             with self.logger.writing(pinned=True), tf.summary.record_if(True), \
                     tf.control_dependencies(self.logger.open_checks()):
+                # What the gate implies: the threshold admits the most severe level collected
+                # and, with a direct rule (one interval, no when=), the step is a multiple of it.
+                top = max(batch[0].level for batch in groups.values())
+                known = (top, direct[1].intervals[0] if direct is not None else None)
                 for key, batch in groups.items():
                     if key == direct:  # recorded exactly when the gate opens
-                        _write(batch, self.step, rings, moved)
-                    else:
+                        write(key)
+                    elif key in parents:
+                        if parents[key] in (None, direct):
+                            guarded(key, known)
+                    else:  # a when= or a phased schedule: its own exact rule
                         recorded = self.logger.should_record(batch[0], self.step, threshold)
                         _call_if(recorded,
                                  functools.partial(_write, batch, self.step, rings, moved))
@@ -201,6 +235,24 @@ class StepCollector:
         if self.condition is not None:  # the user's record_if: no group records without it
             gate = tf.logical_and(gate, self.condition())
         return gate, direct
+
+
+def _parents(groups: dict[Any, list[ops.Pending]]) -> dict[Any, Any]:
+    """For each plain group (a level and one interval), the plain group it is written inside,
+    or None: one whose due steps include all of its own (a level at least as severe, an
+    interval that divides its own), the most selective such (largest interval, then least
+    severe level). A step on which a group records nothing then skips the guards of the
+    groups nested in it: with info every 100 and debug every 1 000, the debug guard is
+    looked at on every hundredth step, not on every step the gate opens."""
+    plain = [key for key in groups if key[0] != "when" and len(key[1].intervals) == 1]
+    parents: dict[Any, Any] = {}
+    for key in plain:
+        level, (interval,) = key[0], key[1].intervals
+        around = [other for other in plain if other != key and level <= other[0]
+                  and interval % other[1].intervals[0] == 0]
+        parents[key] = max(around, key=lambda other: (other[1].intervals[0], -other[0]),
+                           default=None)
+    return parents
 
 
 def _write(
