@@ -170,6 +170,9 @@ _ENCODERS = {
     "string": _string_texts,
 }
 
+#: Encoders that work element by element on a tensor of any rank (the others take vectors).
+_ELEMENTWISE = frozenset({"bool", "int", "uint64", "float32"})
+
 
 def _widen(tensor: tf.Tensor, kind: str) -> tf.Tensor:
     """Ints as int64, float16 and bfloat16 as float32; other tensors unchanged."""
@@ -263,6 +266,8 @@ def _format_kind(kind: str, leaves: list[_Leaf]) -> list[list[Any]]:
     ]
     ranks = [v.shape.rank for v in values]
     if not any(ranks):  # only scalars: one stack in, one unstack out
+        if len(values) == 1 and kind in _ELEMENTWISE:  # a lone scalar: formatted as it is
+            return [[_ENCODERS[kind](values[0])]]
         flat = tf.stack(values) if len(values) > 1 else tf.reshape(values[0], [1])
         return [[part] for part in tf.unstack(_ENCODERS[kind](flat), num=len(values))]
     flat = [v if rank else tf.reshape(v, [1]) for v, rank in zip(values, ranks, strict=True)]
