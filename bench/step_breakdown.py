@@ -20,7 +20,15 @@ Parts:
 * **recorded steps**: the configuration recording, against the threshold above it, averaged
   over all its steps (blocks of 1 000 steps cover every period whole);
 * **the ring**: a record of 5 scalar fields every 10 steps with ``keep=64``, against the same
-  record without it, beside one unguarded ``tf.summary.scalar``.
+  record without it, beside one unguarded ``tf.summary.scalar``; and the same pair with the
+  five values returned by the step, so both compute them every step and the difference is
+  the ring's own work.
+
+Then **one recorded step**: every call of a variant timed on its own, in pieces of 100 calls
+taking turns, and the median call of each kind of step (a record, the record with the info
+scalars, the histograms too) less the median call that records nothing, of the same variant:
+what a write costs when it comes, for the configuration and for a lone scalar, a record of
+one float field and the record of four.
 
 Nodes: the number of nodes in each variant's function graph as TensorFlow runs it (after
 Grappler), from ``RunMetadata``; the difference to the floor is what tbkit leaves outside the
@@ -34,6 +42,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import timeit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -76,6 +85,8 @@ VARIANTS = {
     "configuration": lambda *a: logged(*a),
     "record of 5 fields every 10": so.five_fields,
     "record of 5 fields every 10, keep=64": lambda *a: so.five_fields(*a, keep=64),
+    so.RETURNED: lambda *a: so.five_fields(*a, returned=True),
+    so.RETURNED + ", keep=64": lambda *a: so.five_fields(*a, keep=64, returned=True),
     "one unguarded tf.summary.scalar": so.one_scalar,
 }
 
@@ -90,6 +101,8 @@ PARTS = [
     ("whole configuration − floor (target ≤ 30)", "configuration", "floor"),
     ("ring of keep=64 (5 scalar fields)", "record of 5 fields every 10, keep=64",
      "record of 5 fields every 10"),
+    ("ring alone: keep=64, the 5 values returned by the step", so.RETURNED + ", keep=64",
+     so.RETURNED),
     ("one unguarded tf.summary.scalar", "one unguarded tf.summary.scalar", "bare"),
 ]
 
@@ -132,6 +145,71 @@ def host_cost(body, weights, tmp, batches, repeats=15, number=500) -> dict:
     return out
 
 
+def one_field_record(body, weights, tmp, fields=1, scalar=False):
+    """A step that writes, every 10 steps, its loss as a scalar or a record of ``fields``
+    of the four values."""
+    log = tbkit.SummaryLogger(tempfile.mkdtemp(dir=tmp))
+
+    @log.train_step
+    def step(x, y):
+        m = body(x, y)
+        if scalar:
+            tbkit.scalar("loss", m["loss"], every=so.REC_EVERY)
+        else:
+            tbkit.record("train", dict(list(m.items())[:fields]), every=so.REC_EVERY)
+        return m["loss"]
+
+    so.CLOSERS.append(log.close)
+    return step
+
+
+PER_CALL = {
+    "configuration": lambda *a: logged(*a),
+    "a scalar every 10": lambda *a: one_field_record(*a, scalar=True),
+    "a record of 1 float every 10": lambda *a: one_field_record(*a, fields=1),
+    "a record of 4 floats every 10": lambda *a: one_field_record(*a, fields=4),
+}
+
+
+def kind_of(step: int) -> str:
+    """Which writes the configuration makes at ``step``."""
+    if step % so.DEBUG_EVERY == 0:
+        return "record + info + histograms"
+    if step % so.INFO_EVERY == 0:
+        return "record + info"
+    return "record" if step % so.REC_EVERY == 0 else "nothing"
+
+
+def per_call(body, weights, tmp, batches, rounds: int) -> dict:
+    """µs a call of each kind of step costs over a call that records nothing (medians)."""
+    steps = {name: make(body, weights, tmp) for name, make in PER_CALL.items()}
+    x, y = batches[0]
+    calls: dict = {name: {} for name in steps}
+    warmup = 300  # each logger's step starts at 0 and counts the calls
+    for step in steps.values():
+        for _ in range(warmup):
+            step(x, y)
+    names = list(steps)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            step, first = steps[name], warmup + 100 * r
+            for i in range(100):
+                start = time.perf_counter()
+                step(x, y)
+                spent = time.perf_counter() - start
+                kind = kind_of(first + i)
+                if name != "configuration" and kind != "nothing":
+                    kind = "record"  # the others write the one thing every 10 steps
+                calls[name].setdefault(kind, []).append(spent * 1e6)
+    out = {}
+    for name, by_kind in calls.items():
+        nothing = float(np.median(by_kind["nothing"]))
+        out[name] = {"nothing_us": nothing, "n": {k: len(v) for k, v in by_kind.items()}}
+        out[name].update({k: float(np.median(v)) - nothing for k, v in by_kind.items()
+                          if k != "nothing"})
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=60, help="rounds of 1 000 steps (default 60)")
@@ -149,6 +227,7 @@ def main(argv=None):
         runners = {name: so.block_runner(step, batches) for name, step in made.items()}
         times = so.interleave(runners, rounds, steps, warmup_blocks=1, slices=steps // 100)
         host = host_cost(body, weights, tmp, batches)
+        calls = per_call(body, weights, tmp, batches, rounds=10 if args.quick else 10 * rounds)
     finally:
         for close in so.CLOSERS:
             close()
@@ -166,12 +245,19 @@ def main(argv=None):
     print("| part | µs/step (median) | IQR | nodes |\n|---|---:|---:|---:|")
     for r in parts:
         print(f"| {r['part']} | {r['us']:.1f} | {r['q1']:.1f} – {r['q3']:.1f} | {r['nodes']:+d} |")
+    kinds = ["record", "record + info", "record + info + histograms"]
+    print("\n| one call (µs over a call that records nothing, median) | nothing | "
+          + " | ".join(kinds) + " |\n|---|---:|" + "---:|" * len(kinds))
+    for name, c in calls.items():
+        cells = " | ".join(f"{c[k]:+.1f}" if k in c else "" for k in kinds)
+        print(f"| {name} | {c['nothing_us']:.1f} | {cells} |")
     print("\n| variant | nodes run per step |\n|---|---:|")
     for name, n in nodes.items():
         print(f"| {name} | {n} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine, "host": host, "parts": parts, "nodes": nodes,
+                       "per_call": calls,
                        "us_by_round": {k: (v * 1e6).tolist() for k, v in times.items()}},
                       f, indent=2)
 
