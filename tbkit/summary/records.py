@@ -96,17 +96,17 @@ def _finish_floats(text: tf.Tensor) -> tf.Tensor:
     return tf.strings.regex_replace(text, "^(-?)inf$", '"\\1Infinity"')
 
 
-def _float32_texts(bits: tf.Tensor) -> tf.Tensor:
-    """Texts of float32 values given as their int32 bits."""
+def _float32_texts(bits: tf.Tensor, floats: tf.Tensor | None = None) -> tf.Tensor:
+    """Texts of float32 values given as their int32 bits (and as floats, if at hand)."""
     magnitude = tf.bitwise.bitwise_and(bits, 0x7FFFFFFF)
     tiny = tf.cast(magnitude, tf.float64) * 2.0**-149  # exact for zeros and subnormals
-    normal = tf.cast(tf.bitcast(bits, tf.float32), tf.float64)
+    normal = tf.cast(tf.bitcast(bits, tf.float32) if floats is None else floats, tf.float64)
     wide = tf.where(magnitude < 0x00800000, tf.where(bits < 0, -tiny, tiny), normal)
     return _finish_floats(tf.strings.as_string(wide, precision=9, shortest=True))
 
 
-def _float64_texts(bits: tf.Tensor) -> tf.Tensor:
-    """Texts of float64 values given as their int64 bits."""
+def _float64_texts(bits: tf.Tensor, floats: tf.Tensor | None = None) -> tf.Tensor:
+    """Texts of float64 values given as their int64 bits (and as floats, if at hand)."""
     magnitude = tf.bitwise.bitwise_and(bits, 0x7FFFFFFFFFFFFFFF)
     subnormal = tf.logical_and(magnitude > 0, magnitude < 2**52)
     mantissa = tf.bitwise.bitwise_and(magnitude, 2**52 - 1)
@@ -123,8 +123,8 @@ def _float64_texts(bits: tf.Tensor) -> tf.Tensor:
         columns[k - 1] += tf.bitwise.right_shift(columns[k], _LIMB)
     digits = columns[0] * 2**_LIMB + columns[1]
     subnormal_text = tf.strings.join([tf.where(bits < 0, "-", ""), tf.strings.as_string(digits)])
-    text = _finish_floats(tf.strings.as_string(tf.bitcast(bits, tf.float64), precision=17,
-                                               shortest=True))
+    wide = tf.bitcast(bits, tf.float64) if floats is None else floats
+    text = _finish_floats(tf.strings.as_string(wide, precision=17, shortest=True))
     return tf.where(subnormal, subnormal_text + "e-324", text)
 
 
@@ -256,8 +256,30 @@ def _array_text(values: tf.Tensor, length: tf.Tensor | None) -> tf.Tensor:
     return tf.where(length > MAX_ARRAY_LENGTH, marker, array)
 
 
+def _format_scalars(kind: str, leaves: list[_Leaf]) -> list[list[Any]]:
+    """Format scalars of one kind: one stack in, one encoder call, one unstack out (a lone
+    scalar of an element-wise kind is formatted as it is)."""
+    lone = len(leaves) == 1 and kind in _ELEMENTWISE
+
+    def flat(values: list[tf.Tensor]) -> tf.Tensor:
+        if lone:
+            return values[0]
+        return tf.stack(values) if len(values) > 1 else tf.reshape(values[0], [1])
+
+    if kind in _BITS and all(leaf.bits is None for leaf in leaves):
+        # Floats the step computes: stacked as they are (a copy keeps every bit), their bits
+        # taken once, and the encoder reads both.
+        floats = flat([_widen(leaf.tensor, kind) for leaf in leaves])
+        encoded = _ENCODERS[kind](tf.bitcast(floats, _BITS[kind]), floats)
+    else:
+        encoded = _ENCODERS[kind](flat([leaf.value() for leaf in leaves]))
+    return [[encoded]] if lone else [[part] for part in tf.unstack(encoded, num=len(leaves))]
+
+
 def _format_kind(kind: str, leaves: list[_Leaf]) -> list[list[Any]]:
     """Format the tensors of one kind with one encoder call: JSON pieces for each leaf."""
+    if all(leaf.tensor.shape.rank == 0 for leaf in leaves):
+        return _format_scalars(kind, leaves)
     values = [leaf.value() for leaf in leaves]
     lengths = [tf.size(leaf.tensor) if leaf.unbounded else None for leaf in leaves]
     values = [  # an over-long vector is formatted as far as its marker's head
@@ -265,11 +287,6 @@ def _format_kind(kind: str, leaves: list[_Leaf]) -> list[list[Any]]:
         for v, n in zip(values, lengths, strict=True)
     ]
     ranks = [v.shape.rank for v in values]
-    if not any(ranks):  # only scalars: one stack in, one unstack out
-        if len(values) == 1 and kind in _ELEMENTWISE:  # a lone scalar: formatted as it is
-            return [[_ENCODERS[kind](values[0])]]
-        flat = tf.stack(values) if len(values) > 1 else tf.reshape(values[0], [1])
-        return [[part] for part in tf.unstack(_ENCODERS[kind](flat), num=len(values))]
     flat = [v if rank else tf.reshape(v, [1]) for v, rank in zip(values, ranks, strict=True)]
     encoded = _ENCODERS[kind](tf.concat(flat, 0) if len(flat) > 1 else flat[0])
     if len(values) == 1:
