@@ -97,7 +97,9 @@ class StepCollector:
         true), and the record_if condition traced with the step, if any, holds. Behind the
         gate, one call of a function that is not inlined decides each rule
         exactly (the gate's own rule needs no second look) and writes, so a step that records
-        nothing never visits the formatting ops.
+        nothing never visits the formatting ops. A rule whose steps include another's holds
+        that one's guard (:func:`_parents`), and a guard tests only what the rule around it
+        does not imply.
         Later uses of the resources the writes touch are ordered after the gate's Merge.
 
         Args:
