@@ -337,3 +337,37 @@ def test_a_variable_the_step_updates_reads_updated_on_skipped_and_recorded_steps
     assert records == {s: s + 1.0 for s in range(0, 40 * n, 5)}
     assert [(s, float(v)) for s, v in summaries(str(tmp_path))["w"]] == [
         (s, s + 1.0) for s in range(0, 40 * n, 7)]
+
+
+@pytest.mark.parametrize("bad", [0, 5, 7])  # the first step of a call, a later one, the last
+def test_a_failing_step_leaves_the_elements_after_its_own(tmp_path, bad):
+    # The next element is taken only after a step has run whole: a loop that catches a step's
+    # error and goes on loses the bad element alone, and logs every other one.
+    seen = tf.Variable(0, dtype=tf.int64)
+    bad = tf.constant(bad, tf.int64)
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+
+        @log.train_step(steps_per_call=4)
+        def step(x):
+            with tf.control_dependencies([tf.debugging.assert_none_equal(x, bad)]):
+                x = tf.identity(x)  # nothing of the bad step runs
+            seen.assign_add(tf.bitwise.left_shift(tf.constant(1, tf.int64), x))
+            tbkit.record("r", {"x": x}, every=1)
+            return x
+
+        data = iter(tf.data.Dataset.range(12))
+        failures = 0
+        while True:
+            try:
+                step(data)
+            except StopIteration:
+                break
+            except tf.errors.InvalidArgumentError:
+                failures += 1
+    assert failures == 1
+    good = [x for x in range(12) if x != int(bad)]
+    assert int(seen.numpy()) == sum(1 << x for x in good)
+    records = list(tbkit.read_records(str(tmp_path)))
+    assert [r.fields["x"] for r in records] == good
+    steps = [r.step for r in records]
+    assert steps == sorted(set(steps))
