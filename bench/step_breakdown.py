@@ -3,6 +3,7 @@
 Run from the repository root (about 3 minutes; ``--quick`` for a smoke run)::
 
     python bench/step_breakdown.py [--rounds 60] [--json out.json]
+    python bench/step_breakdown.py --rounds 200 --parts ring scalar   # those parts only
 
 It uses bench/step_overhead.py's trivial step and configuration (a record every 10 steps, two
 scalars at info every 100, histograms of six weights at debug every 1 000) and takes it apart,
@@ -215,24 +216,35 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=60, help="rounds of 1 000 steps (default 60)")
     p.add_argument("--quick", action="store_true", help="3 rounds: a smoke run")
     p.add_argument("--json", metavar="OUT", help="also write the results to OUT as JSON")
+    p.add_argument("--parts", nargs="+", metavar="WORD",
+                   help="only the parts whose name has one of these words (e.g. ring), and "
+                        "the variants they need; no per-call timing")
     args = p.parse_args(argv)
     rounds, steps = (3, 200) if args.quick else (args.rounds, 1000)
+    chosen = [part for part in PARTS
+              if not args.parts or any(word in part[0] for word in args.parts)]
+    if not chosen:
+        p.error(f"no part's name has any of {args.parts}")
+    needed = {"bare"} | {name for _, a, b in chosen for name in (a, b)}
     tmp = tempfile.mkdtemp(prefix="tbkit-breakdown-")
     load_before = os.getloadavg()
     try:
         mlp = so.mlp_workload()
         body, weights, batches = so.tiny_workload(mlp[1], mlp[5])[:3]
-        made = {name: as_callable(make(body, weights, tmp)) for name, make in VARIANTS.items()}
+        made = {name: as_callable(make(body, weights, tmp)) for name, make in VARIANTS.items()
+                if name in needed}
         nodes = {name: node_count(step, *batches[0]) for name, step in made.items()}
         runners = {name: so.block_runner(step, batches) for name, step in made.items()}
         times = so.interleave(runners, rounds, steps, warmup_blocks=1, slices=steps // 100)
         host = host_cost(body, weights, tmp, batches)
-        calls = per_call(body, weights, tmp, batches, rounds=10 if args.quick else 10 * rounds)
+        calls = {}
+        if not args.parts:
+            calls = per_call(body, weights, tmp, batches, rounds=10 if args.quick else 10 * rounds)
     finally:
         for close in so.CLOSERS:
             close()
     parts = []
-    for part, a, b in PARTS:
+    for part, a, b in chosen:
         diff = (times[a] - times[b]) * 1e6
         q1, med, q3 = np.percentile(diff, [25, 50, 75])
         parts.append({"part": part, "us": float(med), "q1": float(q1), "q3": float(q3),
@@ -245,12 +257,13 @@ def main(argv=None):
     print("| part | µs/step (median) | IQR | nodes |\n|---|---:|---:|---:|")
     for r in parts:
         print(f"| {r['part']} | {r['us']:.1f} | {r['q1']:.1f} – {r['q3']:.1f} | {r['nodes']:+d} |")
-    kinds = ["record", "record + info", "record + info + histograms"]
-    print("\n| one call (µs over a call that records nothing, median) | nothing | "
-          + " | ".join(kinds) + " |\n|---|---:|" + "---:|" * len(kinds))
-    for name, c in calls.items():
-        cells = " | ".join(f"{c[k]:+.1f}" if k in c else "" for k in kinds)
-        print(f"| {name} | {c['nothing_us']:.1f} | {cells} |")
+    if calls:
+        kinds = ["record", "record + info", "record + info + histograms"]
+        print("\n| one call (µs over a call that records nothing, median) | nothing | "
+              + " | ".join(kinds) + " |\n|---|---:|" + "---:|" * len(kinds))
+        for name, c in calls.items():
+            cells = " | ".join(f"{c[k]:+.1f}" if k in c else "" for k in kinds)
+            print(f"| {name} | {c['nothing_us']:.1f} | {cells} |")
     print("\n| variant | nodes run per step |\n|---|---:|")
     for name, n in nodes.items():
         print(f"| {name} | {n} |")
