@@ -151,3 +151,34 @@ def test_keras_fit_with_a_moved_vector_field(tmp_path):
     records = [(r.step, r.fields) for r in tbkit.read_records(str(tmp_path / "train"), tag="r")]
     assert records == [(0, {"err": [2.0, 5.0], "mean": 3.5}),
                        (1, {"err": [8.0, 11.0], "mean": 9.5})]  # fmt: skip
+
+
+@pytest.mark.parametrize("steps_per_call", [1, 3])
+def test_a_value_made_under_control_dependencies_moves_with_its_constants(
+    tmp_path, steps_per_call
+):
+    # A constant made under tf.control_dependencies (the argmax axis here) waits for ops the
+    # copy does not hold: the user's check, and with steps_per_call the first step's element.
+    made = {}
+    with tbkit.SummaryLogger(str(tmp_path)) as log:
+
+        @log.train_step(steps_per_call=steps_per_call)
+        def step(x, y):
+            logits = tf.matmul(x, tf.constant([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))
+            with tf.control_dependencies([tf.debugging.assert_all_finite(logits, "finite")]):
+                hits = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y)
+                made["accuracy"] = accuracy = tf.reduce_mean(tf.cast(hits, tf.float32))
+            tbkit.record("train", {"accuracy": accuracy}, every=2)
+            return tf.reduce_sum(logits)
+
+        x = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 1.0]]] * 3, np.float32)
+        y = np.array([[2, 1], [1, 0]] * 3, np.int32)  # batches 0, 2, 4 all hit; 1, 3, 5 half
+        if steps_per_call == 1:
+            for i in range(6):
+                step(tf.constant(x[i]), tf.constant(y[i]))
+        else:
+            data = iter(tf.data.Dataset.from_tensor_slices((x, y)))
+            step(data), step(data)
+    assert not used(made["accuracy"].op)
+    records = {r.step: r.fields["accuracy"] for r in tbkit.read_records(str(tmp_path))}
+    assert records == {0: 1.0, 2: 1.0, 4: 1.0}

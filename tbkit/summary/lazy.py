@@ -107,6 +107,10 @@ def _copy(tensors: list[tf.Tensor], moved: frozenset) -> list[tf.Tensor]:
                 continue
             node = graph_def.node.add()
             node.CopyFrom(op.node_def)
+            # A constant made under tf.control_dependencies (the user's, or the first step of
+            # steps_per_call, which waits for its element) waits for ops outside the copy:
+            # its value does not depend on them.
+            node.input[:] = [name for name in node.input if not name.startswith("^")]
             for key in [k for k in node.attr if k.startswith("_")]:  # colocation, shapes
                 del node.attr[key]
             for t in op.inputs:
