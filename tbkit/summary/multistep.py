@@ -10,9 +10,7 @@ calls) and runs up to N steps in one call:
 * the first step runs outside any loop on ``iterator.get_next()``: when the data has ended it
   fails there, before any step runs, and the call raises ``StopIteration``;
 * steps 2 … N run in a ``tf.while_loop`` on ``iterator.get_next_as_optional()`` and stop early
-  when the data ends (as Keras does), so the last call of the data may run fewer steps. Each
-  element is taken once the step before it has run whole: a step that fails leaves the
-  elements after its own in the iterator;
+  when the data ends (as Keras does), so the last call of the data may run fewer steps;
 * every step is the one-step body of :class:`~tbkit.summary.step.TrainStep`: it reads the step
   variable when it starts, collects its summaries with a collector of its own, writes them
   behind its own gate, and advances the step at its end. So each step logs at its own step
@@ -114,21 +112,16 @@ class MultiStep(TrainStep):
             *leading, iterator = args
 
             def step(element):
-                """One step on ``element``: its outputs, and the ops it ends with (see
-                :func:`_ends`), for the next element's fetch to wait on."""
-                graph = tf.compat.v1.get_default_graph()
-                known = len(graph.get_operations())
                 inputs = element if type(element) is tuple else (element,)
                 with tf.name_scope(""):  # not "while/": a user's tf.summary keeps its tag
                     outputs = one_step(*leading, *inputs, **kwargs)
-                outputs = tf.nest.map_structure(_readable, outputs)
-                return outputs, _ends(graph.get_operations()[known:])
+                return tf.nest.map_structure(_readable, outputs)
 
             element = iterator.get_next()
             # Nothing of the first step runs before its element is there: a call at the end of
             # the data fails with no effect (not even the step's advance, which reads no data).
             with tf.control_dependencies(tf.nest.flatten(element, expand_composites=True)):
-                outputs, ends = step(element)
+                outputs = step(element)
             leaves = tf.nest.flatten(outputs, expand_composites=True)  # PerReplica → tensors
             carried = [i for i, leaf in enumerate(leaves) if tf.is_tensor(leaf)]
 
@@ -136,24 +129,18 @@ class MultiStep(TrainStep):
                 return tf.logical_and(i < n - 1, optional.has_value())
 
             def another(i, values, optional):
-                later, ends = step(optional.get_value())
-                later = tf.nest.flatten(later, expand_composites=True)
+                later = tf.nest.flatten(step(optional.get_value()), expand_composites=True)
                 if len(later) != len(leaves):
                     raise TbkitValueError(
                         f"{self._name} returned {len(later)} values in a later step and "
                         f"{len(leaves)} in its first: with steps_per_call={n} a step must "
                         "return the same structure every time."
                     )
-                # The next element is taken once this step has run whole: a step that fails
-                # leaves the elements after its own in the iterator.
-                with tf.control_dependencies(ends):
-                    following = tf.cond(i + 1 < n - 1, iterator.get_next_as_optional,
-                                        lambda: optional)  # fmt: skip
+                following = tf.cond(i + 1 < n - 1, iterator.get_next_as_optional,
+                                    lambda: optional)  # fmt: skip
                 return i + 1, [later[k] for k in carried], following
 
-            with tf.control_dependencies(ends):
-                second = iterator.get_next_as_optional()
-            start = (tf.constant(0), [leaves[k] for k in carried], second)
+            start = (tf.constant(0), [leaves[k] for k in carried], iterator.get_next_as_optional())
             # One iteration at a time: a step's reads and writes of its variables (the step's
             # own among them) must not overlap the next step's.
             _, last, _ = tf.while_loop(more, another, start, parallel_iterations=1)
@@ -193,25 +180,6 @@ class MultiStep(TrainStep):
         if kept is None or kept[0] is not dataset:
             kept = self._iterators[id(dataset)] = (dataset, iter(dataset))
         return kept[1]
-
-
-def _ends(ops: list[tf.Operation]) -> list[tf.Operation]:
-    """The ops a step's ``ops`` end with: those no other op of the step waits on, so every
-    op of the step has run (or failed) once they have. Left out: what a gate's Switch makes
-    dead on the steps that record nothing (a control edge from it would make the waiting op
-    dead too, and end the loop); the Merge after it is live again, and everything that feeds
-    the gate is waited on through the ops it ends with."""
-    dead: set[tf.Operation] = set()
-    for op in ops:  # in the order made: an op's inputs come before it
-        if op.type == "Merge":
-            continue
-        if op.type == "Switch" or any(t.op.type == "Switch" or t.op in dead for t in op.inputs) \
-                or any(c in dead for c in op.control_inputs):  # fmt: skip
-            dead.add(op)
-    live = [op for op in ops if op not in dead]
-    awaited = {t.op for op in live for t in op.inputs}
-    awaited.update(c for op in live for c in op.control_inputs)
-    return [op for op in live if op not in awaited]
 
 
 def _readable(value: Any) -> Any:
