@@ -122,7 +122,9 @@ class StepCollector:
         rings = self._keep()  # before the gate, so its branches see this step's slot
         triggers = [p for p in self._pending if p.when is not None]
         threshold = self.logger.threshold.value()  # read once, for the gate and behind it
-        gate, direct = self._gate(groups, threshold)
+        gate, known = self._gate(groups, threshold)
+        # The group whose own rule is the gate's: behind the gate it needs no guard of its own.
+        direct = None if known[1] is None else (known[0], schedule.Schedule.every(known[1]))
         # After the rings and the gate took their inputs: what they use is needed every step.
         moved = frozenset() if self.strategy is not None else \
             lazy.movable(self.graph, self._pending, live)  # fmt: skip
@@ -157,10 +159,6 @@ class StepCollector:
         def record() -> None:
             with self.logger.writing(pinned=True), tf.summary.record_if(True), \
                     tf.control_dependencies(self.logger.open_checks()):
-                # What the gate implies: the threshold admits the most severe level collected
-                # and, with a direct rule (one interval, no when=), the step is a multiple of it.
-                top = max(batch[0].level for batch in groups.values())
-                known = (top, direct[1].intervals[0] if direct is not None else None)
                 for key, batch in groups.items():
                     if key == direct:  # recorded exactly when the gate opens
                         write(key)
@@ -169,8 +167,7 @@ class StepCollector:
                             guarded(key, known)
                     else:  # a when= or a phased schedule: its own exact rule
                         recorded = self.logger.should_record(batch[0], self.step, threshold)
-                        _call_if(recorded,
-                                 functools.partial(_write, batch, self.step, rings, moved))
+                        _call_if(recorded, functools.partial(write, key))
                 if rings and triggers:
                     fired = [self.logger.should_record(p, self.step, threshold) for p in triggers]
                     fired_any = fired[0] if len(fired) == 1 else tf.reduce_any(tf.stack(fired))
@@ -209,12 +206,12 @@ class StepCollector:
 
     def _gate(
         self, groups: dict[Any, list[ops.Pending]], threshold: tf.Tensor
-    ) -> tuple[tf.Tensor, Any]:
+    ) -> tuple[tf.Tensor, tuple[int, int | None]]:
         """True on every step where some group may record (a superset of them, cheaply).
 
-        Also returns the key of the group whose own rule is the gate's (the most severe level
-        collected, at the one interval the gate tests), or None: behind the gate it needs no
-        guard of its own, which saves a function call on each step it records.
+        Also returns what the gate implies where it opens: the most severe level collected
+        (the threshold admits it) and, when the gate tests one interval alone (no ``when=``,
+        no phased schedule), that interval (the step is a multiple of it), else None.
         """
         intervals: set[int] = set()
         due = []
@@ -232,11 +229,10 @@ class StepCollector:
             )
         due_now = due[0] if len(due) == 1 else tf.reduce_any(tf.stack(due))
         top = max(batch[0].level for batch in groups.values())
-        direct = (top, schedule.Schedule.every(every)) if every and len(due) == 1 else None
         gate = tf.logical_and(tf.less_equal(threshold, top), due_now)
         if self.condition is not None:  # the user's record_if: no group records without it
             gate = tf.logical_and(gate, self.condition())
-        return gate, direct
+        return gate, (top, every if every and len(due) == 1 else None)
 
 
 def _parents(groups: dict[Any, list[ops.Pending]]) -> dict[Any, Any]:
